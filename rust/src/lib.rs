@@ -1,0 +1,8 @@
+//! vqfast_io: the Rust data-loading core of vqfast.
+//!
+//! Pure-Rust modules (no PyO3) live beside this file and are tested with `cargo test`.
+//! `python.rs` is the one thin glue file that touches PyO3; it is compiled only with the
+//! `python` feature, which maturin turns on when it builds the `vqfast._io` extension.
+
+#[cfg(feature = "python")]
+mod python;
