@@ -1,0 +1,10 @@
+"""Pure-PyTorch references of every op, with the same signatures as `vqfast.ops`.
+
+They are the spec (each docstring names the original it reproduces), the CPU path, and the
+baseline the benchmarks compare against.
+"""
+from vqfast.ops.channel_stats import channel_stats_reference as channel_stats
+from vqfast.ops.ema_update import ema_update_reference_ as ema_update_
+from vqfast.ops.nearest_code import nearest_code_reference as nearest_code
+
+__all__ = ["nearest_code", "ema_update_", "channel_stats"]
