@@ -1,0 +1,7 @@
+"""Model families. One module per family; see ``vqfast.train.registry`` for the model_type names."""
+from vqfast.models.discriminator import ActNorm, NLayerDiscriminator, weights_init
+from vqfast.models.vqgan import EMAVQ, Decoder, Encoder, VQModel
+from vqfast.models.vqvae import VQVAE2, VqVae
+
+__all__ = ["ActNorm", "NLayerDiscriminator", "weights_init", "Encoder", "Decoder", "VQModel", "EMAVQ",
+           "VQVAE2", "VqVae"]
