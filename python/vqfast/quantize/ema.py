@@ -1,0 +1,101 @@
+"""EMAVectorQuantizer: taming's EMA-VQ (EmbeddingEMA) with the intended semantics of SPEC §1.2c.
+
+taming's own class raises NameError on construction (CompVis/taming-transformers#218); this one works.
+State (buffers, never in an optimizer): embedding.weight W (K, D) ~ N(0, 1), embedding.cluster_size c = 0,
+embedding.embed_avg A = W. Training forward: pick codes with the pre-update W, then
+`vqfast.ops.ema_update_` (counts/sums EMA, Laplace smoothing, W = A / c~). Loss = beta * mean((sg(q) - z)^2).
+Under DDP the batch statistics are all-reduced in ONE (K, D+1) buffer before the EMA.
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from vqfast.errors import InputError
+from vqfast.ops import ema_update_
+from vqfast.quantize._straight_through import VQStraightThrough
+from vqfast.quantize.base import Layout, QuantizerBase, ddp_active
+
+
+class EmbeddingEMA(nn.Module):
+    """Holds the EMA codebook state under taming's names: weight, cluster_size, embed_avg (fp32 buffers)."""
+
+    def __init__(self, num_tokens: int, codebook_dim: int, decay: float = 0.99, eps: float = 1e-5):
+        super().__init__()
+        self.decay = float(decay)
+        self.eps = float(eps)
+        self.update = True
+        weight = torch.randn(num_tokens, codebook_dim)
+        self.register_buffer("weight", weight)
+        self.register_buffer("cluster_size", torch.zeros(num_tokens))
+        self.register_buffer("embed_avg", weight.clone())
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.weight.index_select(0, idx)
+
+
+class EMAVectorQuantizer(QuantizerBase):
+    def __init__(self, n_embed: int, embed_dim: int, beta: float = 0.25, decay: float = 0.99, eps: float = 1e-5,
+                 backend: str = "auto", *, precision: str = "ieee", layout: Layout = "channels_first",
+                 sane_index_shape: bool = False, deterministic: bool = False, dead_code_steps: int = 100,
+                 restart_dead_codes: bool = False, kmeans_init: bool = False, kmeans_iters: int = 10,
+                 usage_decay: float = 0.99, sync_ddp: bool = True):
+        if not 0.0 <= decay <= 1.0:
+            raise InputError(f"EMAVectorQuantizer: decay={decay} must be in [0, 1]")
+        if not eps > 0.0:
+            raise InputError(f"EMAVectorQuantizer: eps={eps} must be > 0")
+        super().__init__(n_embed, embed_dim, beta, backend=backend, precision=precision, layout=layout,
+                         sane_index_shape=sane_index_shape, dead_code_steps=dead_code_steps,
+                         restart_dead_codes=restart_dead_codes, kmeans_init=kmeans_init,
+                         kmeans_iters=kmeans_iters, usage_decay=usage_decay, sync_ddp=sync_ddp)
+        self.decay = float(decay)
+        self.eps = float(eps)
+        self.deterministic = deterministic
+        self.embedding = EmbeddingEMA(self.n_embed, self.embed_dim, decay, eps)
+
+    def forward(self, z: torch.Tensor):
+        z_flat = self._flatten(z)                                    # (N, D)
+        self._maybe_kmeans_init(z_flat)
+        idx = self._lookup(z_flat)                                   # (N,) with the pre-update codebook
+        z_q, loss = VQStraightThrough.apply(z_flat, self.embedding.weight, idx, self.beta, 0.0)
+        if self.training and self.embedding.update:
+            counts = self._ema_step(z_flat, idx)
+        else:
+            counts = self._counts(idx, self.n_embed)
+        self._update_health(counts, self.training)
+        if self.training and self.restart_dead_codes:
+            self._restart_dead(z_flat)
+        perplexity = self._last_metrics["perplexity"]
+        return self._unflatten(z_q, z), loss, (perplexity, None, self._index_shape(idx, z))
+
+    def _ema_step(self, z_flat: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Run the EMA update; return this step's (global, under DDP) counts per code."""
+        captured = {}
+        D = self.embed_dim
+
+        def hook(stats: torch.Tensor) -> None:                      # stats: (K, D+1) fp32
+            if self.sync_ddp and ddp_active():
+                dist.all_reduce(stats)
+            captured["counts"] = stats[:, D].clone()
+
+        emb = self.embedding
+        ema_update_(emb.cluster_size, emb.embed_avg, emb.weight, z_flat.detach(), idx, decay=self.decay,
+                    eps=self.eps, backend=self.backend, deterministic=self.deterministic, reduce_hook=hook,
+                    check_values=False)
+        return captured["counts"]
+
+    @torch.no_grad()
+    def _reset_codes(self, dead, sample):
+        emb = self.embedding
+        emb.weight.copy_(torch.where(dead[:, None], sample.to(emb.weight.dtype), emb.weight))
+        emb.embed_avg.copy_(torch.where(dead[:, None], sample, emb.embed_avg))
+        emb.cluster_size.copy_(torch.where(dead, torch.ones_like(emb.cluster_size), emb.cluster_size))
+
+    @torch.no_grad()
+    def _set_from_kmeans(self, centroids, counts):
+        emb = self.embedding
+        c = counts.clamp_min(1.0)
+        emb.weight.copy_(centroids)
+        emb.cluster_size.copy_(c)
+        emb.embed_avg.copy_(centroids * c[:, None])

@@ -1,0 +1,54 @@
+"""VectorQuantizer: taming-transformers VectorQuantizer2 semantics on the fused nearest_code lookup.
+
+Loss (SPEC §1.2b): legacy=True (taming default)  -> mean((sg(q) - z)^2) + beta * mean((q - sg(z))^2)
+                   legacy=False (VQ-VAE paper)    -> beta * mean((sg(q) - z)^2) + mean((q - sg(z))^2)
+Output z + sg(q - z); returns (z_q, loss, (perplexity, None, indices)); parameter `embedding.weight`
+initialised U(-1/K, 1/K) as taming does.
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from vqfast.quantize._straight_through import VQStraightThrough
+from vqfast.quantize.base import Layout, QuantizerBase, ddp_active
+
+
+class VectorQuantizer(QuantizerBase):
+    def __init__(self, n_embed: int, embed_dim: int, beta: float = 0.25, legacy: bool = True,
+                 backend: str = "auto", *, precision: str = "ieee", layout: Layout = "channels_first",
+                 sane_index_shape: bool = False, dead_code_steps: int = 100, restart_dead_codes: bool = False,
+                 kmeans_init: bool = False, kmeans_iters: int = 10, usage_decay: float = 0.99,
+                 sync_ddp: bool = True):
+        super().__init__(n_embed, embed_dim, beta, backend=backend, precision=precision, layout=layout,
+                         sane_index_shape=sane_index_shape, dead_code_steps=dead_code_steps,
+                         restart_dead_codes=restart_dead_codes, kmeans_init=kmeans_init,
+                         kmeans_iters=kmeans_iters, usage_decay=usage_decay, sync_ddp=sync_ddp)
+        self.legacy = legacy
+        self.embedding = nn.Embedding(self.n_embed, self.embed_dim)
+        self.embedding.weight.data.uniform_(-1.0 / self.n_embed, 1.0 / self.n_embed)
+
+    def forward(self, z: torch.Tensor):
+        z_flat = self._flatten(z)                                    # (N, D)
+        self._maybe_kmeans_init(z_flat)
+        idx = self._lookup(z_flat)                                   # (N,)
+        c_commit, c_book = (1.0, self.beta) if self.legacy else (self.beta, 1.0)
+        z_q, loss = VQStraightThrough.apply(z_flat, self.embedding.weight, idx, c_commit, c_book)
+        counts = self._counts(idx, self.n_embed)                     # (K,)
+        if self.sync_ddp and ddp_active() and self.training:
+            dist.all_reduce(counts)                                  # global health metrics
+        self._update_health(counts, self.training)
+        if self.training and self.restart_dead_codes:
+            self._restart_dead(z_flat)
+        perplexity = self._last_metrics["perplexity"]
+        return self._unflatten(z_q, z), loss, (perplexity, None, self._index_shape(idx, z))
+
+    @torch.no_grad()
+    def _reset_codes(self, dead, sample):
+        w = self.embedding.weight
+        w.copy_(torch.where(dead[:, None], sample.to(w.dtype), w))
+
+    @torch.no_grad()
+    def _set_from_kmeans(self, centroids, counts):
+        self.embedding.weight.copy_(centroids)
