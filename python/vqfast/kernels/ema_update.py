@@ -12,7 +12,7 @@ Kernels (all fp32 accumulation; EMA state fp32; W written in its own dtype):
   _ema_segment_kernel   grid (K, cdiv(D, BLOCK_D)): deterministic mode; rows pre-sorted by code
                         (stable sort), each program sums its code's segment in a fixed order.
   _ema_total_kernel     grid (1,): n = decay * sum(c) + (1 - decay) * sum(counts) into a 1-element buffer.
-  _ema_apply_kernel     grid (cdiv(K, BLOCK_K), cdiv(D, BLOCK_D)): the EMA of c and A, smoothing and W.
+  _ema_apply_kernel     grid (cdiv(K, BLOCK_K),): the EMA of c and A, smoothing and W (rows own all of D).
 Between scatter and total the caller may all-reduce `stats` (ONE buffer: sums and counts) for DDP.
 Limits: N < 2^31, K < 2^31, counts exact below 2^24 per code per call.
 """
@@ -106,26 +106,28 @@ def _ema_apply_kernel(
     K, D, stride_a, stride_w, decay, eps,
     BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
+    # One program owns BLOCK_K whole codebook rows (all of D), so reading c and writing it back
+    # cannot race with another program.
     pid_k = tl.program_id(0)
-    pid_d = tl.program_id(1)
     rk = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)                     # (BK,)
-    rd = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)                     # (BD,)
     mk = rk < K
-    mask = mk[:, None] & (rd < D)[None, :]
     rk64 = rk.to(tl.int64)
     c_old = tl.load(cluster_ptr + rk, mask=mk, other=0.0)
     counts = tl.load(stats_ptr + rk64 * (D + 1) + D, mask=mk, other=0.0)
     c_new = decay * c_old + (1.0 - decay) * counts                   # (BK,)
     n = tl.load(total_ptr)
     smoothed = (c_new + eps) / (n + K * eps) * n                     # (BK,) Laplace smoothing
-    a_old = tl.load(avg_ptr + rk64[:, None] * stride_a + rd[None, :], mask=mask, other=0.0)
-    sums = tl.load(stats_ptr + rk64[:, None] * (D + 1) + rd[None, :], mask=mask, other=0.0)
-    a_new = decay * a_old + (1.0 - decay) * sums                     # (BK, BD)
-    tl.store(avg_ptr + rk64[:, None] * stride_a + rd[None, :], a_new, mask=mask)
-    w = a_new / smoothed[:, None]
-    tl.store(weight_ptr + rk64[:, None] * stride_w + rd[None, :], w.to(weight_ptr.dtype.element_ty), mask=mask)
-    if pid_d == 0:
-        tl.store(cluster_ptr + rk, c_new, mask=mk)
+    for d0 in range(0, D, BLOCK_D):
+        rd = d0 + tl.arange(0, BLOCK_D)                              # (BD,)
+        mask = mk[:, None] & (rd < D)[None, :]
+        a_old = tl.load(avg_ptr + rk64[:, None] * stride_a + rd[None, :], mask=mask, other=0.0)
+        sums = tl.load(stats_ptr + rk64[:, None] * (D + 1) + rd[None, :], mask=mask, other=0.0)
+        a_new = decay * a_old + (1.0 - decay) * sums                 # (BK, BD)
+        tl.store(avg_ptr + rk64[:, None] * stride_a + rd[None, :], a_new, mask=mask)
+        w = a_new / smoothed[:, None]
+        tl.store(weight_ptr + rk64[:, None] * stride_w + rd[None, :], w.to(weight_ptr.dtype.element_ty),
+                 mask=mask)
+    tl.store(cluster_ptr + rk, c_new, mask=mk)
 
 
 def _block_d(D: int) -> int:
@@ -156,8 +158,8 @@ def ema_apply(cluster_size, embed_avg, weight, stats, decay: float, eps: float) 
     total = torch.empty(1, dtype=torch.float32, device=stats.device)
     _ema_total_kernel[(1,)](cluster_size, stats, total, K, D, decay,
                             BLOCK_K=256 if _INTERPRET else 1024, num_warps=4)
-    bk = 16 if _INTERPRET else 32
+    bk = 16 if _INTERPRET else 8
     bd = _block_d(D)
-    _ema_apply_kernel[(triton.cdiv(K, bk), triton.cdiv(D, bd))](
+    _ema_apply_kernel[(triton.cdiv(K, bk),)](
         cluster_size, embed_avg, weight, stats, total, K, D, embed_avg.stride(0), weight.stride(0),
         decay, eps, BLOCK_K=bk, BLOCK_D=bd, num_warps=4)
