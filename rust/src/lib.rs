@@ -4,5 +4,18 @@
 //! `python.rs` is the one thin glue file that touches PyO3; it is compiled only with the
 //! `python` feature, which maturin turns on when it builds the `vqfast._io` extension.
 
+pub mod clips;
+pub mod dtype;
+pub mod error;
+pub mod frames;
+pub mod npy;
+pub mod pickle;
+pub mod plan;
+pub mod prefetch;
+pub mod ptfile;
+pub mod rearrange;
+pub mod shards;
+pub mod zipdir;
+
 #[cfg(feature = "python")]
 mod python;

@@ -1,0 +1,117 @@
+//! `.npy` and uncompressed `.npz` reader: header parsing only; the data is read with `pread`
+//! or memory-mapped by the caller. Big-endian, Fortran-order, object and compressed arrays are refused.
+use crate::dtype::DType;
+use crate::error::{Error, Location, Result};
+use crate::ptfile::ArrayLoc;
+use crate::zipdir;
+use std::path::Path;
+
+const MAGIC: &[u8] = b"\x93NUMPY";
+
+/// Parse an `.npy` header at the start of `bytes`; `base` is added to the returned data offset.
+pub fn parse_npy(path: &Path, bytes: &[u8], base: u64) -> Result<ArrayLoc> {
+    if bytes.len() < 10 || &bytes[..6] != MAGIC {
+        return Err(Error::corrupt_at(path, base, "not an .npy array (bad magic)"));
+    }
+    let major = bytes[6];
+    let (hlen, hstart) = match major {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 => {
+            if bytes.len() < 12 {
+                return Err(Error::corrupt_at(path, base, "truncated .npy header"));
+            }
+            (u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize, 12)
+        }
+        v => return Err(Error::unsupported(path, Location::Offset { entry: None, offset: base + 6 }, format!(".npy format version {v} is not supported"))),
+    };
+    if hstart + hlen > bytes.len() {
+        return Err(Error::corrupt_at(path, base, format!(".npy header of {hlen} bytes runs past the file (truncated?)")));
+    }
+    let header = std::str::from_utf8(&bytes[hstart..hstart + hlen]).map_err(|_| Error::corrupt_at(path, base + hstart as u64, ".npy header is not text"))?;
+    let descr = field(header, "descr").and_then(|v| v.strip_prefix('\'').and_then(|v| v.split('\'').next()));
+    let Some(descr) = descr else { return Err(Error::corrupt_at(path, base + hstart as u64, "npy header has no 'descr'")) };
+    let dtype = DType::from_numpy_descr(descr).ok_or_else(|| {
+        Error::unsupported(
+            path,
+            Location::Offset { entry: None, offset: base + hstart as u64 },
+            format!("numpy dtype '{descr}' is not supported (little-endian bool/int/uint/float/complex only; object arrays would need pickle)"),
+        )
+    })?;
+    if field(header, "fortran_order").map_or(false, |v| v.starts_with("True")) {
+        return Err(Error::unsupported(path, Location::Offset { entry: None, offset: base + hstart as u64 }, "Fortran-order arrays are not supported; save with np.ascontiguousarray"));
+    }
+    let shape_txt = field(header, "shape").and_then(|v| v.strip_prefix('(')).and_then(|v| v.split(')').next());
+    let Some(shape_txt) = shape_txt else { return Err(Error::corrupt_at(path, base + hstart as u64, "npy header has no 'shape'")) };
+    let mut shape = Vec::new();
+    for part in shape_txt.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        shape.push(part.parse::<u64>().map_err(|_| Error::corrupt_at(path, base + hstart as u64, format!("bad shape entry {part:?}")))?);
+    }
+    let data_offset = (hstart + hlen) as u64;
+    let nbytes = shape.iter().try_fold(dtype.itemsize() as u64, |a, &d| a.checked_mul(d));
+    if nbytes.map_or(true, |n| data_offset + n > bytes.len() as u64) {
+        return Err(Error::corrupt_at(path, base + data_offset, format!("array data ({shape:?} of {}) runs past the end of the file (truncated?)", dtype.torch_name())));
+    }
+    Ok(ArrayLoc { dtype, shape, data_offset: base + data_offset })
+}
+
+fn field<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    let pat = format!("'{name}':");
+    let i = header.find(&pat)?;
+    Some(header[i + pat.len()..].trim_start())
+}
+
+/// Locate member `<key>.npy` of an `.npz` archive (must be stored, i.e. `np.savez`, not `savez_compressed`).
+pub fn npz_member(path: &Path, bytes: &[u8], key: &str) -> Result<ArrayLoc> {
+    let entries = zipdir::read_directory(path, bytes)?;
+    let want = format!("{key}.npy");
+    let Some(e) = entries.iter().find(|e| e.name == want) else {
+        let names: Vec<_> = entries.iter().map(|e| e.name.trim_end_matches(".npy").to_string()).collect();
+        return Err(Error::schema(path, key, format!("no array under this key; arrays in the file: {names:?}")));
+    };
+    let r = e.stored_range(path)?;
+    parse_npy(path, &bytes[r.clone()], r.start as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    fn npy(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
+        let mut h = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        while (10 + h.len() + 1) % 64 != 0 {
+            h.push(' ');
+        }
+        h.push('\n');
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&[1, 0]);
+        out.extend_from_slice(&(h.len() as u16).to_le_bytes());
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(data);
+        out
+    }
+
+    #[test]
+    fn npy_header() {
+        let b = npy("<f4", "(2, 3)", &[0u8; 24]);
+        let loc = parse_npy(Path::new("a.npy"), &b, 0).unwrap();
+        assert_eq!(loc.shape, vec![2, 3]);
+        assert_eq!(loc.dtype, DType::F32);
+        assert_eq!(loc.data_offset % 64, 0);
+        assert_eq!(loc.row_bytes(), 12);
+        let b1 = npy("<i8", "(5,)", &[0u8; 40]);
+        assert_eq!(parse_npy(Path::new("a.npy"), &b1, 0).unwrap().shape, vec![5]);
+        assert!(parse_npy(Path::new("a.npy"), &b[..80], 0).is_err());
+        assert!(parse_npy(Path::new("a.npy"), &npy(">f4", "(2, 3)", &[0u8; 24]), 0).is_err());
+        assert!(parse_npy(Path::new("a.npy"), &npy("|O", "(2,)", &[0u8; 16]), 0).is_err());
+    }
+
+    #[test]
+    fn npz_members() {
+        let a = npy("<f4", "(2, 3)", &[1u8; 24]);
+        let l = npy("<i8", "(2,)", &[2u8; 16]);
+        let z = zipdir::testzip::write(&[("latents.npy", &a), ("labels.npy", &l)], false, 0);
+        let loc = npz_member(Path::new("a.npz"), &z, "labels").unwrap();
+        assert_eq!(loc.shape, vec![2]);
+        assert_eq!(z[loc.data_offset as usize], 2);
+        assert!(npz_member(Path::new("a.npz"), &z, "nope").unwrap_err().to_string().contains("latents"));
+    }
+}

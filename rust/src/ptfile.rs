@@ -1,0 +1,312 @@
+//! `.pt` reader for the zip format `torch.save` writes (the legacy format is refused clearly).
+//!
+//! Layout: `<prefix>/data.pkl` (the pickle), `<prefix>/data/<key>` (one stored entry per storage,
+//! 64-byte aligned), `<prefix>/byteorder` (`little`), `<prefix>/version`, ... where the prefix is
+//! the stem of the file name (or `archive` for file-like objects). Every tensor is validated
+//! against its storage entry here, so the glue can build views without further checks.
+use crate::dtype::DType;
+use crate::error::{Error, ErrorKind, Location, Result};
+use crate::pickle::{self, Limits, Obj, TensorSpec};
+use crate::zipdir;
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+/// Parsed structure of a `.pt` file: the object tree and where each storage's bytes are.
+#[derive(Debug)]
+pub struct PtIndex {
+    pub prefix: String,
+    pub root: Obj,
+    /// storage key → byte range in the file.
+    pub storages: HashMap<String, Range<usize>>,
+}
+
+/// A memory-mapped `.pt` file (private copy-on-write mapping, like `torch.load(mmap=True)`).
+pub struct PtFile {
+    pub path: PathBuf,
+    pub map: memmap2::MmapMut,
+    pub index: PtIndex,
+}
+
+/// The legacy (non-zip) `torch.save` magic number, pickled as a LONG1.
+const LEGACY_MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
+
+pub fn map_file(path: &Path) -> Result<memmap2::MmapMut> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, &e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, &e))?.len();
+    if len < 22 {
+        return Err(Error::corrupt_at(path, 0, format!("file is {len} bytes, too short for a torch.save archive (truncated?)")));
+    }
+    // SAFETY: a private (MAP_PRIVATE) mapping: writes stay in this process; concurrent truncation of
+    // the file by another process is the usual mmap caveat (SIGBUS), as with torch.load(mmap=True).
+    unsafe { memmap2::MmapOptions::new().map_copy(&file) }.map_err(|e| Error::io(path, &e))
+}
+
+impl PtFile {
+    pub fn open(path: &Path) -> Result<PtFile> {
+        let map = map_file(path)?;
+        let index = parse(path, &map)?;
+        Ok(PtFile { path: path.to_path_buf(), map, index })
+    }
+}
+
+/// True if `bytes` start like a legacy (pre-1.6 / `_use_new_zipfile_serialization=False`) file.
+pub fn is_legacy(bytes: &[u8]) -> bool {
+    bytes.len() > 13 && bytes[0] == 0x80 && bytes[2] == 0x8a && bytes[3] == 10 && bytes[4..14] == LEGACY_MAGIC
+}
+
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<PtIndex> {
+    if !zipdir::looks_like_zip(bytes) {
+        if is_legacy(bytes) {
+            return Err(Error::unsupported(
+                path,
+                Location::Offset { entry: None, offset: 0 },
+                "legacy (non-zip) torch.save format is not supported; re-save it with a current torch.save \
+                 (zip format, the default since torch 1.6) or convert it to safetensors",
+            ));
+        }
+        return Err(Error::corrupt_at(path, 0, "not a torch.save zip archive (no zip local header at offset 0)"));
+    }
+    let entries = zipdir::read_directory(path, bytes)?;
+    let pkl = entries
+        .iter()
+        .find(|e| e.name.ends_with("/data.pkl") && e.name.matches('/').count() == 1)
+        .ok_or_else(|| Error::new(ErrorKind::Corrupt, path, Location::None, "archive has no '<prefix>/data.pkl' entry"))?;
+    let prefix = pkl.name[..pkl.name.len() - "/data.pkl".len()].to_string();
+    let by_name: HashMap<&str, &zipdir::Entry> = entries.iter().map(|e| (e.name.as_str(), e)).collect();
+    if let Some(bo) = by_name.get(format!("{prefix}/byteorder").as_str()) {
+        let r = bo.stored_range(path)?;
+        let v = std::str::from_utf8(&bytes[r]).unwrap_or("?").trim();
+        if v != "little" {
+            return Err(Error::unsupported(
+                path,
+                Location::Offset { entry: Some(bo.name.clone()), offset: 0 },
+                format!("byteorder is '{v}'; only little-endian files are supported"),
+            ));
+        }
+    }
+    let pr = pkl.stored_range(path)?;
+    let pkl_start = pr.start as u64;
+    let root = pickle::load(&bytes[pr], Limits::default()).map_err(|e| {
+        let kind = if e.unsupported { ErrorKind::Unsupported } else { ErrorKind::Corrupt };
+        Error::new(kind, path, Location::Offset { entry: Some(pkl.name.clone()), offset: e.offset }, e.reason)
+            .in_entry(&pkl.name, pkl_start)
+    })?;
+    let data_prefix = format!("{prefix}/data/");
+    let mut storages = HashMap::new();
+    for e in &entries {
+        if let Some(key) = e.name.strip_prefix(&data_prefix) {
+            storages.insert(key.to_string(), e.stored_range(path)?);
+        }
+    }
+    let index = PtIndex { prefix, root, storages };
+    let mut err = None;
+    visit_tensors(&index.root, &mut String::new(), &mut |key, t| {
+        if err.is_none() {
+            if let Err(e) = check_tensor(path, &index, key, t) {
+                err = Some(e);
+            }
+        }
+    });
+    if let Some(e) = err {
+        return Err(e);
+    }
+    Ok(index)
+}
+
+fn check_tensor(path: &Path, index: &PtIndex, key: &str, t: &TensorSpec) -> Result<()> {
+    let key = if key.is_empty() { "<root>" } else { key };
+    let Some(range) = index.storages.get(&t.storage) else {
+        return Err(Error::new(
+            ErrorKind::Corrupt,
+            path,
+            Location::Key(key.to_string()),
+            format!("tensor refers to storage '{}' but the archive has no entry '{}/data/{}' (truncated?)", t.storage, index.prefix, t.storage),
+        ));
+    };
+    let need = t.storage_numel.checked_mul(t.dtype.itemsize() as u64);
+    if need.map_or(true, |n| n > range.len() as u64) {
+        return Err(Error::new(
+            ErrorKind::Corrupt,
+            path,
+            Location::Key(key.to_string()),
+            format!("storage '{}' holds {} bytes but {} elements of {} were declared", t.storage, range.len(), t.storage_numel, t.dtype.torch_name()),
+        ));
+    }
+    let end = t.end_element();
+    if end.map_or(true, |e| e > t.storage_numel) {
+        return Err(Error::new(
+            ErrorKind::Corrupt,
+            path,
+            Location::Key(key.to_string()),
+            format!(
+                "view (offset {}, size {:?}, stride {:?}) reaches past the end of storage '{}' ({} elements)",
+                t.offset, t.size, t.stride, t.storage, t.storage_numel
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Depth-first walk over every tensor with its dotted key path (`a.b.0`).
+pub fn visit_tensors<'a>(obj: &'a Obj, path: &mut String, f: &mut dyn FnMut(&str, &'a TensorSpec)) {
+    let child = |path: &mut String, name: &str, o: &'a Obj, f: &mut dyn FnMut(&str, &'a TensorSpec)| {
+        let n = path.len();
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(name);
+        visit_tensors(o, path, f);
+        path.truncate(n);
+    };
+    match obj {
+        Obj::Tensor(t) => f(path, t),
+        Obj::Dict(items) | Obj::OrderedDict(items) => {
+            for (k, v) in items {
+                child(path, &key_name(k), v, f);
+            }
+        }
+        Obj::List(xs) | Obj::Tuple(xs) => {
+            for (i, v) in xs.iter().enumerate() {
+                child(path, &i.to_string(), v, f);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn key_name(k: &Obj) -> String {
+    match k {
+        Obj::Str(s) => s.clone(),
+        Obj::Int(i) => i.to_string(),
+        Obj::Bool(b) => b.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Find a tensor by key: a top-level dict key, or a dotted path into nested dicts/lists.
+pub fn find_tensor<'a>(root: &'a Obj, key: &str) -> Option<&'a TensorSpec> {
+    fn lookup<'a>(o: &'a Obj, k: &str) -> Option<&'a Obj> {
+        match o {
+            Obj::Dict(items) | Obj::OrderedDict(items) => items.iter().find(|(kk, _)| key_name(kk) == k).map(|(_, v)| v),
+            Obj::List(xs) | Obj::Tuple(xs) => k.parse::<usize>().ok().and_then(|i| xs.get(i)),
+            _ => None,
+        }
+    }
+    if let Some(Obj::Tensor(t)) = lookup(root, key) {
+        return Some(t);
+    }
+    let mut cur = root;
+    for part in key.split('.') {
+        cur = lookup(cur, part)?;
+    }
+    match cur {
+        Obj::Tensor(t) => Some(t),
+        _ => None,
+    }
+}
+
+/// A C-contiguous array inside a file: what the shard loader needs to gather rows with `pread`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArrayLoc {
+    pub dtype: DType,
+    pub shape: Vec<u64>,
+    /// Absolute byte offset of element 0 in the file.
+    pub data_offset: u64,
+}
+
+impl ArrayLoc {
+    pub fn rows(&self) -> u64 {
+        self.shape.first().copied().unwrap_or(0)
+    }
+    pub fn row_bytes(&self) -> u64 {
+        self.shape.iter().skip(1).product::<u64>() * self.dtype.itemsize() as u64
+    }
+}
+
+/// Locate `key` in a parsed `.pt` as a C-contiguous array with at least one dimension.
+pub fn array_loc(path: &Path, index: &PtIndex, key: &str) -> Result<ArrayLoc> {
+    let Some(t) = find_tensor(&index.root, key) else {
+        let mut keys = Vec::new();
+        visit_tensors(&index.root, &mut String::new(), &mut |k, _| keys.push(k.to_string()));
+        keys.truncate(20);
+        return Err(Error::schema(path, key, format!("no tensor under this key; tensors in the file: {keys:?}")));
+    };
+    if t.size.is_empty() {
+        return Err(Error::schema(path, key, "tensor is 0-d; a shard tensor needs a leading sample dimension"));
+    }
+    if !t.is_c_contiguous() {
+        return Err(Error::schema(
+            path,
+            key,
+            format!("tensor is not C-contiguous (size {:?}, stride {:?}); save it with .contiguous()", t.size, t.stride),
+        ));
+    }
+    let range = &index.storages[&t.storage];
+    Ok(ArrayLoc { dtype: t.dtype, shape: t.size.clone(), data_offset: range.start as u64 + t.offset * t.dtype.itemsize() as u64 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pickle::tests::tensor_dict_pickle;
+    use crate::zipdir::testzip;
+
+    fn archive(pkl: &[u8], data: &[u8]) -> Vec<u8> {
+        testzip::write(&[("shard/data.pkl", pkl), ("shard/byteorder", b"little"), ("shard/data/0", data)], false, 64)
+    }
+
+    #[test]
+    fn parses_and_locates_rows() {
+        let data: Vec<u8> = (0..96u8).collect();
+        let pkl = tensor_dict_pickle("latents", "FloatStorage", "0", 24, &[4, 6], &[6, 1], 0);
+        let bytes = archive(&pkl, &data);
+        let p = Path::new("shard.pt");
+        let idx = parse(p, &bytes).unwrap();
+        assert_eq!(idx.prefix, "shard");
+        let loc = array_loc(p, &idx, "latents").unwrap();
+        assert_eq!(loc.rows(), 4);
+        assert_eq!(loc.row_bytes(), 24);
+        assert_eq!(&bytes[loc.data_offset as usize..loc.data_offset as usize + 4], &[0, 1, 2, 3]);
+        assert_eq!(loc.data_offset % 64, 0);
+        let e = array_loc(p, &idx, "labels").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Schema);
+        assert!(e.to_string().contains("labels"));
+    }
+
+    #[test]
+    fn view_past_storage_is_corrupt() {
+        let data = vec![0u8; 96];
+        let pkl = tensor_dict_pickle("x", "FloatStorage", "0", 24, &[5, 6], &[6, 1], 0);
+        let e = parse(Path::new("s.pt"), &archive(&pkl, &data)).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Corrupt);
+        assert!(e.to_string().contains("key 'x'"), "{e}");
+        // Declared numel larger than the entry.
+        let pkl = tensor_dict_pickle("x", "FloatStorage", "0", 25, &[4, 6], &[6, 1], 0);
+        assert!(parse(Path::new("s.pt"), &archive(&pkl, &data)).is_err());
+    }
+
+    #[test]
+    fn big_endian_and_legacy_are_refused() {
+        let data = vec![0u8; 96];
+        let pkl = tensor_dict_pickle("x", "FloatStorage", "0", 24, &[4, 6], &[6, 1], 0);
+        let bytes = testzip::write(&[("s/data.pkl", &pkl), ("s/byteorder", b"big"), ("s/data/0", &data)], false, 64);
+        let e = parse(Path::new("s.pt"), &bytes).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unsupported);
+        let mut legacy = vec![0x80, 0x02, 0x8a, 0x0a];
+        legacy.extend_from_slice(&LEGACY_MAGIC);
+        legacy.extend_from_slice(&[0u8; 30]);
+        let e = parse(Path::new("s.pt"), &legacy).unwrap_err();
+        assert!(e.to_string().contains("legacy"));
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let data: Vec<u8> = (0..96u8).collect();
+        let pkl = tensor_dict_pickle("latents", "FloatStorage", "0", 24, &[4, 6], &[6, 1], 0);
+        let bytes = archive(&pkl, &data);
+        for cut in 0..bytes.len() {
+            assert!(parse(Path::new("s.pt"), &bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! A set of latent shards (`.pt`, `.npy`, `.npz`): per-field schema, row index, batch gather.
+//!
+//! Headers are parsed once at open (from a temporary mapping); rows are then read with `pread`
+//! into one owned buffer per field and batch, so the loader's RSS does not grow with the page
+//! cache. Runs of consecutive rows are read with one call. Files of the next batches get a
+//! `POSIX_FADV_WILLNEED` hint so cold reads overlap with work.
+use crate::dtype::DType;
+use crate::error::{Error, ErrorKind, Location, Result};
+use crate::ptfile::{self, ArrayLoc};
+use crate::npy;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// One named array per sample: dtype and per-row shape agree across shards.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Field {
+    pub key: String,
+    pub dtype: DType,
+    pub row_shape: Vec<u64>,
+    pub row_bytes: u64,
+}
+
+pub struct Shard {
+    pub path: PathBuf,
+    file: File,
+    /// Per field: byte offset of row 0.
+    offsets: Vec<u64>,
+    pub rows: u64,
+    /// Last epoch (+1) for which a WILLNEED hint was issued.
+    advised: AtomicU64,
+}
+
+pub struct ShardSet {
+    pub fields: Vec<Field>,
+    pub shards: Vec<Shard>,
+    /// Global id of each shard's first row (prefix sums of `rows`).
+    pub starts: Vec<u64>,
+    /// Files that could not be opened in skip mode.
+    pub skipped: Vec<Error>,
+}
+
+fn locate(path: &Path, keys: &[String]) -> Result<(File, Vec<ArrayLoc>)> {
+    let file = File::open(path).map_err(|e| Error::io(path, &e))?;
+    let map = ptfile::map_file(path)?;
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let locs = match ext.as_str() {
+        "npy" => {
+            if keys.len() != 1 {
+                return Err(Error::schema(path, &keys[1], "an .npy file holds one array; use .npz or .pt for several keys"));
+            }
+            vec![npy::parse_npy(path, &map, 0)?]
+        }
+        "npz" => keys.iter().map(|k| npy::npz_member(path, &map, k)).collect::<Result<_>>()?,
+        _ => {
+            let index = ptfile::parse(path, &map)?;
+            keys.iter().map(|k| ptfile::array_loc(path, &index, k)).collect::<Result<_>>()?
+        }
+    };
+    Ok((file, locs))
+}
+
+impl ShardSet {
+    /// Open every shard. With `skip_bad`, files that fail are recorded in `skipped` and left out.
+    pub fn open(paths: &[PathBuf], keys: &[String], skip_bad: bool) -> Result<ShardSet> {
+        if keys.is_empty() {
+            return Err(Error::argument("at least one key is needed"));
+        }
+        let mut fields: Option<Vec<Field>> = None;
+        let mut shards = Vec::with_capacity(paths.len());
+        let mut skipped = Vec::new();
+        for path in paths {
+            let res = locate(path, keys).and_then(|(file, locs)| {
+                let rows = locs[0].rows();
+                let mut these = Vec::with_capacity(keys.len());
+                for (k, loc) in keys.iter().zip(&locs) {
+                    if loc.rows() != rows {
+                        return Err(Error::schema(path, k, format!("has {} rows but '{}' has {rows}", loc.rows(), keys[0])));
+                    }
+                    these.push(Field { key: k.clone(), dtype: loc.dtype, row_shape: loc.shape[1..].to_vec(), row_bytes: loc.row_bytes() });
+                }
+                if let Some(f) = &fields {
+                    for (a, b) in f.iter().zip(&these) {
+                        if a.dtype != b.dtype || a.row_shape != b.row_shape {
+                            return Err(Error::schema(
+                                path,
+                                &a.key,
+                                format!(
+                                    "is {} {:?} per sample but earlier shards have {} {:?}",
+                                    b.dtype.torch_name(),
+                                    b.row_shape,
+                                    a.dtype.torch_name(),
+                                    a.row_shape
+                                ),
+                            ));
+                        }
+                    }
+                }
+                Ok((file, locs, rows, these))
+            });
+            match res {
+                Ok((file, locs, rows, these)) => {
+                    if fields.is_none() {
+                        fields = Some(these);
+                    }
+                    shards.push(Shard {
+                        path: path.clone(),
+                        file,
+                        offsets: locs.iter().map(|l| l.data_offset).collect(),
+                        rows,
+                        advised: AtomicU64::new(0),
+                    });
+                }
+                Err(e) if skip_bad && e.kind != ErrorKind::Argument => skipped.push(e),
+                Err(e) => return Err(e),
+            }
+        }
+        let Some(fields) = fields else {
+            return Err(Error::argument(format!("no readable shard among {} paths", paths.len())));
+        };
+        let mut starts = Vec::with_capacity(shards.len());
+        let mut acc = 0u64;
+        for s in &shards {
+            starts.push(acc);
+            acc += s.rows;
+        }
+        Ok(ShardSet { fields, shards, starts, skipped })
+    }
+
+    pub fn sizes(&self) -> Vec<u64> {
+        self.shards.iter().map(|s| s.rows).collect()
+    }
+
+    pub fn total(&self) -> u64 {
+        self.shards.iter().map(|s| s.rows).sum()
+    }
+
+    /// (shard, row) of a global sample id.
+    pub fn locate(&self, id: u64) -> (usize, u64) {
+        let s = self.starts.partition_point(|&st| st <= id) - 1;
+        (s, id - self.starts[s])
+    }
+
+    /// Ask the kernel to start reading the shards `ids` touch (once per shard and epoch).
+    pub fn advise(&self, ids: &[u64], epoch: u64) {
+        let mut last = usize::MAX;
+        for &id in ids {
+            let (s, _) = self.locate(id);
+            if s == last {
+                continue;
+            }
+            last = s;
+            let sh = &self.shards[s];
+            if sh.advised.swap(epoch + 1, Ordering::Relaxed) != epoch + 1 {
+                for (f, off) in self.fields.iter().zip(&sh.offsets) {
+                    fadvise_willneed(&sh.file, *off, f.row_bytes * sh.rows);
+                }
+            }
+        }
+    }
+
+    /// Read the rows of `ids` (in order) into one buffer per field.
+    pub fn gather(&self, ids: &[u64]) -> Result<Vec<Vec<u8>>> {
+        let mut out: Vec<Vec<u8>> = self.fields.iter().map(|f| vec![0u8; f.row_bytes as usize * ids.len()]).collect();
+        let mut i = 0;
+        while i < ids.len() {
+            let (s, row) = self.locate(ids[i]);
+            let sh = &self.shards[s];
+            let mut j = i + 1;
+            while j < ids.len() && ids[j] == ids[j - 1] + 1 && ids[j] - self.starts[s] < sh.rows {
+                j += 1;
+            }
+            for (fi, f) in self.fields.iter().enumerate() {
+                let rb = f.row_bytes as usize;
+                let dst = &mut out[fi][i * rb..j * rb];
+                let off = sh.offsets[fi] + row * f.row_bytes;
+                sh.file.read_exact_at(dst, off).map_err(|e| {
+                    Error::new(ErrorKind::Io, &sh.path, Location::Offset { entry: None, offset: off }, format!("reading {} bytes of '{}': {e}", dst.len(), f.key))
+                })?;
+            }
+            i = j;
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn fadvise_willneed(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain syscall on an owned, open descriptor; failure is harmless (a hint).
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), offset as libc::off_t, len as libc::off_t, libc::POSIX_FADV_WILLNEED);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn fadvise_willneed(_file: &File, _offset: u64, _len: u64) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pickle::tests::tensor_dict_pickle;
+    use crate::zipdir::testzip;
+
+    fn write_shard(dir: &Path, name: &str, rows: u32, first: u8) -> PathBuf {
+        let data: Vec<u8> = (0..rows * 8).map(|i| first.wrapping_add((i / 8) as u8)).collect();
+        let pkl = tensor_dict_pickle("latents", "ByteStorage", "0", rows * 8, &[rows, 2, 4], &[8, 4, 1], 0);
+        let bytes = testzip::write(&[("s/data.pkl", &pkl), ("s/data/0", &data)], false, 64);
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    #[test]
+    fn gathers_rows_across_shards() {
+        let dir = std::env::temp_dir().join(format!("vqfast-shards-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = write_shard(&dir, "a.pt", 5, 0);
+        let b = write_shard(&dir, "b.pt", 3, 100);
+        let bad = dir.join("bad.pt");
+        std::fs::write(&bad, b"PK\x03\x04 not really").unwrap();
+        let keys = vec!["latents".to_string()];
+        let set = ShardSet::open(&[a.clone(), b.clone()], &keys, false).unwrap();
+        assert_eq!(set.total(), 8);
+        assert_eq!(set.fields[0].row_shape, vec![2, 4]);
+        let out = set.gather(&[6, 0, 1, 2, 7, 4, 5]).unwrap();
+        let firsts: Vec<u8> = out[0].chunks(8).map(|r| r[0]).collect();
+        assert_eq!(firsts, vec![101, 0, 1, 2, 102, 4, 100]);
+        set.advise(&[0, 6], 0);
+        let e = ShardSet::open(&[a.clone(), bad.clone()], &keys, false).err().unwrap();
+        assert!(e.to_string().contains("bad.pt"));
+        let set = ShardSet::open(&[a, bad, b], &keys, true).unwrap();
+        assert_eq!(set.skipped.len(), 1);
+        assert_eq!(set.total(), 8);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
