@@ -1,0 +1,124 @@
+"""Shared benchmark plumbing: timing, H100 bounds, the result table printed at the end of the run.
+
+Every entry runs under pytest-benchmark (`pytest bench --benchmark-only`); kernel entries also time the
+reference path the same way so each row carries the fast/reference ratio, achieved TFLOP/s or GB/s,
+percent of the H100 bound and peak extra memory. CUDA timing uses triton.testing.do_bench (warm-up,
+L2 flush, median) so launch-bound small shapes are measured fairly; CPU timing uses perf_counter.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+
+CUDA = torch.cuda.is_available()
+QUICK = os.environ.get("VQFAST_BENCH_QUICK", "0") == "1"
+DEVICE = "cuda" if CUDA else "cpu"
+
+# H100 SXM spec peaks (shared/research/vq-anchors.md §3): FLOP/s and HBM bytes/s.
+H100 = {"fp32_simt": 66.9e12, "tf32": 494.7e12, "bf16": 989.4e12, "hbm": 3.35e12, "cuda_core_ops": 33.5e12}
+
+needs_cuda = pytest.mark.skipif(not CUDA, reason="Triton kernel benchmarks need a CUDA device")
+
+RESULTS: list["Row"] = []
+
+
+@dataclass
+class Row:
+    op: str
+    shape: str
+    provider: str
+    ms: float
+    ref_ms: float | None = None
+    tflops: float | None = None
+    gbps: float | None = None
+    pct_bound: float | None = None
+    peak_mb: float | None = None
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def sync():
+    if CUDA:
+        torch.cuda.synchronize()
+
+
+def time_ms(fn, reps: int | None = None) -> float:
+    """Median milliseconds of fn()."""
+    if CUDA:
+        from triton.testing import do_bench
+
+        return float(do_bench(fn, warmup=25, rep=100 if reps is None else reps))
+    fn()  # warm-up
+    n = reps or (3 if QUICK else 5)
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        ts.append((time.perf_counter() - t0) * 1e3)
+    ts.sort()
+    return ts[len(ts) // 2]
+
+
+def peak_extra_mb(fn) -> float | None:
+    if not CUDA:
+        return None
+    sync()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn()
+    sync()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
+def run(benchmark, op: str, shape: str, provider: str, fn, *, ref_fn=None, flops=None, nbytes=None,
+        bound_s=None, note: str = "") -> Row:
+    """Time fn with pytest-benchmark, add ratio/throughput/bound/memory to extra_info and the summary table."""
+    def timed():
+        fn()
+        sync()
+
+    timed()  # warm-up / autotune outside the measurement
+    benchmark.pedantic(timed, rounds=3 if QUICK else 10, iterations=1, warmup_rounds=1)
+    ms = time_ms(fn)
+    row = Row(op, shape, provider, ms, note=note)
+    if ref_fn is not None:
+        row.ref_ms = time_ms(ref_fn)
+    if flops:
+        row.tflops = flops / (ms * 1e-3) / 1e12
+    if nbytes:
+        row.gbps = nbytes / (ms * 1e-3) / 1e9
+    if bound_s and CUDA:
+        row.pct_bound = 100.0 * bound_s / (ms * 1e-3)
+    row.peak_mb = peak_extra_mb(fn)
+    benchmark.extra_info.update({k: v for k, v in row.__dict__.items() if k != "extra" and v is not None})
+    if row.ref_ms:
+        benchmark.extra_info["speedup_vs_reference"] = row.ref_ms / ms
+    RESULTS.append(row)
+    return row
+
+
+def fits(fn) -> bool:
+    """Run fn once; False (memory freed) when it runs out of device memory."""
+    try:
+        fn()
+        return True
+    except torch.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return False
+
+
+def format_table() -> str:
+    head = f"{'op':<14} {'shape':<24} {'provider':<22} {'ms':>10} {'x ref':>7} {'TFLOP/s':>8} {'GB/s':>8} {'%H100':>6} {'peakMB':>8}  note"
+    lines = [head, "-" * len(head)]
+    for r in RESULTS:
+        def f(v, fmt):
+            width = int(fmt.split(".")[0])
+            return format(v, fmt) if v is not None else "-".rjust(width)
+        ratio = (r.ref_ms / r.ms) if r.ref_ms else None
+        lines.append(f"{r.op:<14} {r.shape:<24} {r.provider:<22} {f(r.ms, '10.4f')} {f(ratio, '7.2f')} "
+                     f"{f(r.tflops, '8.2f')} {f(r.gbps, '8.1f')} {f(r.pct_bound, '6.1f')} {f(r.peak_mb, '8.1f')}  {r.note}")
+    return "\n".join(lines)
