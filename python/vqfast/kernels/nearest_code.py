@@ -9,7 +9,8 @@ Tiling: one program owns BLOCK_N rows of z and walks the codebook in BLOCK_K til
 (BLOCK_N, BLOCK_K) dot product is accumulated over D in BLOCK_D chunks on tensor cores (or FMA for
 precision="ieee"), ||E_j||^2 is folded into the tile epilogue (loaded when precomputed, else
 accumulated from the same codebook tiles), and a running (min, argmin) per row replaces the N x K
-matrix. Extra memory: O(N) outputs only. Limits: any N, K >= 1, D >= 1 (D is looped), K < 2^31.
+matrix. For D <= 128 the z tile is loaded once and stays resident across the codebook walk; larger D
+is walked in 64-wide chunks. Extra memory: O(N) outputs only. Limits: any N, K >= 1, D >= 1, K < 2^31.
 
 Precision (accumulation is always fp32; ||z||^2 and ||E||^2 always in fp32 from the input values):
     PRECISION=0 "ieee": tiles cast to fp32, tl.dot(input_precision="ieee") -> exact fp32 products.
@@ -42,8 +43,34 @@ def _configs():
     ]
 
 
+@triton.jit
+def _tile_dot(zt, et, acc, PRECISION: tl.constexpr, INTERPRET: tl.constexpr):
+    """acc += zt (BN, BD) @ et (BK, BD)^T in the requested precision, fp32 accumulation."""
+    if PRECISION == 0:
+        acc = tl.dot(zt.to(tl.float32), tl.trans(et.to(tl.float32)), acc, input_precision="ieee")
+    elif PRECISION == 1:
+        acc = tl.dot(zt, tl.trans(et), acc, input_precision="tf32")
+    elif INTERPRET:
+        # Triton's CPU interpreter mis-multiplies bf16 operands: emulate the tensor-core math
+        # (bf16-rounded inputs, exact products, fp32 accumulation) with fp32 operands instead.
+        if PRECISION == 2:
+            zt = zt.to(tl.bfloat16)
+            et = et.to(tl.bfloat16)
+        acc = tl.dot(zt.to(tl.float32), tl.trans(et.to(tl.float32)), acc, input_precision="ieee")
+    elif PRECISION == 2:
+        acc = tl.dot(zt.to(tl.bfloat16), tl.trans(et.to(tl.bfloat16)), acc)
+    else:  # fp16/bf16 inputs in a fast mode: their own tensor-core dtype, exact products
+        acc = tl.dot(zt, tl.trans(et), acc)
+    return acc
+
+
 @triton.autotune(configs=_configs(), key=["K", "D", "PRECISION", "HAS_SQNORM"])
-@triton.heuristics({"BLOCK_D": lambda a: max(16, min(64, triton.next_power_of_2(a["D"])))})
+@triton.heuristics({
+    # D <= 128: one chunk, the z tile is loaded once and reused for every codebook tile (ONE_D);
+    # larger D: 64-wide chunks re-read from L1/L2 per codebook tile.
+    "BLOCK_D": lambda a: max(16, triton.next_power_of_2(a["D"])) if a["D"] <= 128 else 64,
+    "ONE_D": lambda a: a["D"] <= 128,
+})
 @triton.jit
 def _nearest_code_fwd_kernel(
     z_ptr,        # (N, D) fp32/fp16/bf16, row stride stride_zn, unit column stride
@@ -59,6 +86,7 @@ def _nearest_code_fwd_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     BLOCK_D: tl.constexpr,
+    ONE_D: tl.constexpr,
 ):
     pid = tl.program_id(0)
     rn = pid * BLOCK_N + tl.arange(0, BLOCK_N)                      # (BN,)
@@ -74,6 +102,11 @@ def _nearest_code_fwd_kernel(
                      mask=mask_n[:, None] & md[None, :], other=0.0).to(tl.float32)  # (BN, BD)
         zsq += tl.sum(zt * zt, axis=1)
 
+    if ONE_D:
+        z_one = tl.load(z_ptr + rn64[:, None] * stride_zn + rd[None, :],
+                        mask=mask_n[:, None] & (rd < D)[None, :], other=0.0)       # (BN, BD) kept
+    else:
+        z_one = tl.zeros((BLOCK_N, BLOCK_D), dtype=z_ptr.dtype.element_ty)        # unused
     best = tl.full((BLOCK_N,), float("inf"), dtype=tl.float32)     # running min of ||E||^2 - 2 z.E
     best_idx = tl.zeros((BLOCK_N,), dtype=tl.int32)
     for k0 in range(0, K, BLOCK_K):
@@ -82,30 +115,24 @@ def _nearest_code_fwd_kernel(
         rk64 = rk.to(tl.int64)
         acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)        # z . E^T for this tile
         esq = tl.zeros((BLOCK_K,), dtype=tl.float32)
-        for d0 in range(0, D, BLOCK_D):
-            md = (d0 + rd) < D
-            zt = tl.load(z_ptr + rn64[:, None] * stride_zn + (d0 + rd)[None, :],
-                         mask=mask_n[:, None] & md[None, :], other=0.0)             # (BN, BD)
-            et = tl.load(cb_ptr + rk64[:, None] * stride_ck + (d0 + rd)[None, :],
-                         mask=mask_k[:, None] & md[None, :], other=0.0)             # (BK, BD)
+        if ONE_D:
+            et = tl.load(cb_ptr + rk64[:, None] * stride_ck + rd[None, :],
+                         mask=mask_k[:, None] & (rd < D)[None, :], other=0.0)          # (BK, BD)
             if not HAS_SQNORM:
                 ef = et.to(tl.float32)
                 esq += tl.sum(ef * ef, axis=1)
-            if PRECISION == 0:
-                acc = tl.dot(zt.to(tl.float32), tl.trans(et.to(tl.float32)), acc, input_precision="ieee")
-            elif PRECISION == 1:
-                acc = tl.dot(zt, tl.trans(et), acc, input_precision="tf32")
-            elif INTERPRET:
-                # Triton's CPU interpreter mis-multiplies bf16 operands: emulate the tensor-core math
-                # (bf16-rounded inputs, exact products, fp32 accumulation) with fp32 operands instead.
-                if PRECISION == 2:
-                    zt = zt.to(tl.bfloat16)
-                    et = et.to(tl.bfloat16)
-                acc = tl.dot(zt.to(tl.float32), tl.trans(et.to(tl.float32)), acc, input_precision="ieee")
-            elif PRECISION == 2:
-                acc = tl.dot(zt.to(tl.bfloat16), tl.trans(et.to(tl.bfloat16)), acc)
-            else:  # fp16/bf16 inputs in a fast mode: their own tensor-core dtype, exact products
-                acc = tl.dot(zt, tl.trans(et), acc)
+            acc = _tile_dot(z_one, et, acc, PRECISION, INTERPRET)
+        else:
+            for d0 in range(0, D, BLOCK_D):
+                md = (d0 + rd) < D
+                zt = tl.load(z_ptr + rn64[:, None] * stride_zn + (d0 + rd)[None, :],
+                             mask=mask_n[:, None] & md[None, :], other=0.0)         # (BN, BD)
+                et = tl.load(cb_ptr + rk64[:, None] * stride_ck + (d0 + rd)[None, :],
+                             mask=mask_k[:, None] & md[None, :], other=0.0)         # (BK, BD)
+                if not HAS_SQNORM:
+                    ef = et.to(tl.float32)
+                    esq += tl.sum(ef * ef, axis=1)
+                acc = _tile_dot(zt, et, acc, PRECISION, INTERPRET)
         if HAS_SQNORM:
             esq = tl.load(sqnorm_ptr + rk, mask=mask_k, other=0.0)
         d = esq[None, :] - 2.0 * acc                                  # (BN, BK)
