@@ -88,7 +88,8 @@ pub enum Obj {
     Tuple(Vec<Obj>),
     List(Vec<Obj>),
     Dict(Vec<(Obj, Obj)>),
-    OrderedDict(Vec<(Obj, Obj)>),
+    /// Items, then instance attributes set by BUILD (e.g. a state_dict's `_metadata`).
+    OrderedDict(Vec<(Obj, Obj)>, Vec<(Obj, Obj)>),
     Set(Vec<Obj>),
     FrozenSet(Vec<Obj>),
     Tensor(TensorSpec),
@@ -165,6 +166,7 @@ struct StorageRef {
 struct DictV {
     ordered: bool,
     items: Vec<(Value, Value)>,
+    attrs: Vec<(Value, Value)>,
 }
 
 #[derive(Debug, Clone)]
@@ -264,7 +266,15 @@ fn to_obj(v: &Value, depth: usize, nodes: &mut usize, lim: &Limits) -> Result<Ob
             for (k, v) in &d.items {
                 items.push((to_obj(k, depth + 1, nodes, lim)?, to_obj(v, depth + 1, nodes, lim)?));
             }
-            if d.ordered { Obj::OrderedDict(items) } else { Obj::Dict(items) }
+            if d.ordered {
+                let mut attrs = Vec::with_capacity(d.attrs.len());
+                for (k, v) in &d.attrs {
+                    attrs.push((to_obj(k, depth + 1, nodes, lim)?, to_obj(v, depth + 1, nodes, lim)?));
+                }
+                Obj::OrderedDict(items, attrs)
+            } else {
+                Obj::Dict(items)
+            }
         }
         Value::Global(g) => match g {
             Global::Dtype(d) => Obj::Dtype(*d),
@@ -545,14 +555,14 @@ impl<'a> Vm<'a> {
                         other => return self.err(format!("APPENDS to a {}", other.type_name())),
                     }
                 }
-                b'}' => self.push(Value::Dict(Rc::new(RefCell::new(DictV { ordered: false, items: Vec::new() }))))?,
+                b'}' => self.push(Value::Dict(Rc::new(RefCell::new(DictV { ordered: false, items: Vec::new(), attrs: Vec::new() }))))?,
                 b'd' => {
                     let items = self.pop_mark()?;
                     if items.len() % 2 != 0 {
                         return self.err("DICT with an odd number of items");
                     }
                     let pairs = pairs(items);
-                    self.push(Value::Dict(Rc::new(RefCell::new(DictV { ordered: false, items: pairs }))))?
+                    self.push(Value::Dict(Rc::new(RefCell::new(DictV { ordered: false, items: pairs, attrs: Vec::new() }))))?
                 }
                 b's' => {
                     let v = self.pop()?;
@@ -619,9 +629,13 @@ impl<'a> Vm<'a> {
                     let state = self.pop()?;
                     match (self.top()?, &state) {
                         (_, Value::None) => {}
-                        (Value::Dict(d), Value::Dict(s)) => {
+                        (Value::Dict(d), Value::Dict(s)) if d.borrow().ordered => {
+                            // OrderedDict.__reduce__ state: instance attributes (a state_dict's _metadata).
                             let extra = s.borrow().items.clone();
-                            d.borrow_mut().items.extend(extra);
+                            if !extra.iter().all(|(k, _)| matches!(k, Value::Str(_))) {
+                                return self.err("BUILD state of an OrderedDict must have string keys");
+                            }
+                            d.borrow_mut().attrs.extend(extra);
                         }
                         // Tensor/parameter python attributes (e.g. from _rebuild_from_type_v2): dropped,
                         // as torch drops them for plain tensors.
@@ -806,7 +820,7 @@ impl<'a> Vm<'a> {
                     }
                     _ => return self.err("OrderedDict takes no argument or a list of pairs"),
                 };
-                Ok(Value::Dict(Rc::new(RefCell::new(DictV { ordered: true, items }))))
+                Ok(Value::Dict(Rc::new(RefCell::new(DictV { ordered: true, items, attrs: Vec::new() }))))
             }
             Global::CodecsEncode => match args {
                 [Value::Str(s), Value::Str(enc)] if &**enc == "latin1" || &**enc == "latin-1" => {

@@ -161,7 +161,7 @@ pub fn visit_tensors<'a>(obj: &'a Obj, path: &mut String, f: &mut dyn FnMut(&str
     };
     match obj {
         Obj::Tensor(t) => f(path, t),
-        Obj::Dict(items) | Obj::OrderedDict(items) => {
+        Obj::Dict(items) | Obj::OrderedDict(items, _) => {
             for (k, v) in items {
                 child(path, &key_name(k), v, f);
             }
@@ -188,7 +188,7 @@ fn key_name(k: &Obj) -> String {
 pub fn find_tensor<'a>(root: &'a Obj, key: &str) -> Option<&'a TensorSpec> {
     fn lookup<'a>(o: &'a Obj, k: &str) -> Option<&'a Obj> {
         match o {
-            Obj::Dict(items) | Obj::OrderedDict(items) => items.iter().find(|(kk, _)| key_name(kk) == k).map(|(_, v)| v),
+            Obj::Dict(items) | Obj::OrderedDict(items, _) => items.iter().find(|(kk, _)| key_name(kk) == k).map(|(_, v)| v),
             Obj::List(xs) | Obj::Tuple(xs) => k.parse::<usize>().ok().and_then(|i| xs.get(i)),
             _ => None,
         }

@@ -144,10 +144,15 @@ fn to_py<'py>(py: Python<'py>, o: &Obj, factory: &Bound<'py, PyAny>, odict: &Bou
             }
             d.into_any()
         }
-        Obj::OrderedDict(items) => {
+        Obj::OrderedDict(items, attrs) => {
             let d = odict.call0()?;
             for (k, v) in items {
                 d.set_item(to_py(py, k, factory, odict)?, to_py(py, v, factory, odict)?)?;
+            }
+            for (k, v) in attrs {
+                if let Obj::Str(name) = k {
+                    d.setattr(name.as_str(), to_py(py, v, factory, odict)?)?;
+                }
             }
             d
         }
