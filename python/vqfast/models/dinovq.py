@@ -1,0 +1,237 @@
+"""``DinoVQModel`` — ViT VQ tokenizer distilled from DINO features (seed 004, SPEC §5.1).
+
+Forward (B×3×H×W, L = (H/p)·(W/p) patch tokens):
+    z = ViT(x)                                   (B, L, D)
+    z_c = proj_in(z) [l2-normalised if l2_normalize_codes]        (B, L, Dc)   (identity when Dc = D)
+    q = EMA-VQ(z_c) (straight-through value), e = proj_out(q)     (B, L, D)
+    r = z − e                                     residual, see ``residual_grad``
+    f̂ = DinoFeatureDecoder(e)                    (B, h, w, dino_dim)   — codes only
+    x̂ = ImageDecoder(ConcatFusion(e, r))         (B, out_chans, H, W)
+
+``residual_grad`` (SPEC §5.1 caveat):
+  * ``"none"`` (reference): e is the straight-through output e = z + sg(q − z), so r = z − e = sg(z − q)
+    carries **no** gradient to the encoder; the encoder learns only through e (STE) and the VQ loss.
+  * ``"encoder"``: r = z − sg(e): the pixel loss reaches the encoder through r as well (value unchanged).
+
+Quantiser: ``vqfast.quantize.EMAVectorQuantizer`` (channels-last tokens; nearest code via
+``vqfast.ops.nearest_code``, EMA via ``vqfast.ops.ema_update_``; Triton on CUDA), commitment loss
+β·mse(sg(q), z_c), k-means init on the first training batch, dead-code replacement after
+``dead_code_steps`` unused steps. Not reproduced from the reference's lucidrains VectorQuantize: its
+orthogonal regulariser (under EMA the codebook is not learnable, so it only adds a constant to the loss).
+
+``compute_loss`` returns exactly the SPEC §5.2 keys; the D phase can reuse the generator-phase
+reconstruction (``reconstructed_imgs=``), otherwise it re-runs the forward (reference semantics, which
+also repeats the EMA update) without building a graph.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from vqfast.errors import InputError
+from vqfast.losses.dinovq import UPDATE_TYPES, DinoVQLoss
+from vqfast.models.vit import PosEmbed, TokenTransformer, ViTEncoder
+from vqfast.quantize import EMAVectorQuantizer
+
+log = logging.getLogger("vqfast")
+
+RESIDUAL_GRADS = ("none", "encoder")
+
+
+class DinoFeatureDecoder(nn.Module):
+    """Codes (B, L, D) → predicted teacher features (B, L, dino_dim)."""
+
+    def __init__(self, in_dim: int, dim: int, depth: int, num_heads: int, out_dim: int, grid, pos_embed: PosEmbed,
+                 rope_base: float, ffn_ratio: float, layerscale_init: Optional[float]):
+        super().__init__()
+        self.proj_in = nn.Linear(in_dim, dim)
+        self.transformer = TokenTransformer(dim, depth, num_heads, grid, pos_embed=pos_embed, rope_base=rope_base,
+                                            ffn_ratio=ffn_ratio, layerscale_init=layerscale_init)
+        self.head = nn.Linear(dim, out_dim)
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        return self.head(self.transformer(self.proj_in(e)))  # (B, L, out_dim)
+
+
+class ConcatFusion(nn.Module):
+    """concat(e, r) → Linear: (B, L, 2D) → (B, L, out_dim)."""
+
+    def __init__(self, dim: int, out_dim: int):
+        super().__init__()
+        self.proj = nn.Linear(2 * dim, out_dim)
+
+    def forward(self, e: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        return self.proj(torch.cat([e, r], dim=-1))  # (B, L, out_dim)
+
+
+class ImageDecoder(nn.Module):
+    """Tokens (B, L, dim) → transformer → per-token p×p×C pixels → (B, C, H, W)."""
+
+    def __init__(self, dim: int, depth: int, num_heads: int, grid, patch_size: int, out_chans: int,
+                 pos_embed: PosEmbed, rope_base: float, ffn_ratio: float, layerscale_init: Optional[float]):
+        super().__init__()
+        self.grid, self.patch_size, self.out_chans = tuple(grid), patch_size, out_chans
+        self.transformer = TokenTransformer(dim, depth, num_heads, grid, pos_embed=pos_embed, rope_base=rope_base,
+                                            ffn_ratio=ffn_ratio, layerscale_init=layerscale_init)
+        self.to_pixels = nn.Linear(dim, patch_size * patch_size * out_chans)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        B = tokens.shape[0]
+        gh, gw = self.grid
+        p, C = self.patch_size, self.out_chans
+        pix = self.to_pixels(self.transformer(tokens))  # (B, L, p·p·C)
+        pix = pix.reshape(B, gh, gw, p, p, C).permute(0, 5, 1, 3, 2, 4)  # (B, C, gh, p, gw, p)
+        return pix.reshape(B, C, gh * p, gw * p)  # (B, C, H, W)
+
+
+class DinoVQModel(nn.Module):
+    def __init__(self, img_size: Sequence[int] | int = (224, 224), patch_size: int = 16, in_chans: int = 3,
+                 out_chans: int = 3, *,
+                 # encoder (ViT)
+                 encoder_embed_dim: int = 768, encoder_depth: int = 12, encoder_num_heads: int = 12,
+                 ffn_ratio: float = 4.0, num_register_tokens: int = 4, pos_embed: PosEmbed = "rope",
+                 pos_embed_rope_base: float = 100.0, layerscale_init: Optional[float] = 1e-5,
+                 # VQ
+                 codebook_size: int = 8192, codebook_dim: Optional[int] = None, vq_decay: float = 0.99,
+                 vq_eps: float = 1e-5, vq_commitment_weight: float = 0.25, kmeans_init: bool = True,
+                 kmeans_iters: int = 20, restart_dead_codes: bool = True, dead_code_steps: int = 100,
+                 l2_normalize_codes: bool = False, residual_grad: str = "none", backend: str = "auto",
+                 precision: str = "ieee",
+                 # DINO decoder
+                 dino_decoder_depth: int = 8, dino_decoder_num_heads: int = 12, dino_decoder_dim: Optional[int] = None,
+                 dino_dim: int = 768,
+                 # image decoder
+                 image_decoder_dim: int = 512, image_decoder_depth: int = 8, image_decoder_num_heads: int = 8,
+                 # losses (seed API)
+                 dino_loss_weight: float = 1.0, recon_loss_weight: float = 1.0, vq_loss_weight: float = 1.0,
+                 use_perceptual: bool = False, perceptual_weight: float = 1.0, vgg_ckpt_path: Optional[str] = None,
+                 perceptual_backbone: str = "imagenet", use_gan: bool = False, disc_start: int = 10000,
+                 disc_weight: float = 0.5, disc_dim: int = 64, disc_num_layers: int = 3,
+                 disc_adaptive_weight: bool = False, nonfinite_adaptive_to_zero: bool = True):
+        super().__init__()
+        img_size = (int(img_size), int(img_size)) if isinstance(img_size, int) else tuple(int(s) for s in img_size)
+        if len(img_size) != 2:
+            raise InputError(f"img_size={img_size} must be an int or (H, W)")
+        if residual_grad not in RESIDUAL_GRADS:
+            raise InputError(f"residual_grad={residual_grad!r} is not one of {RESIDUAL_GRADS}")
+        self.img_size, self.patch_size = img_size, int(patch_size)
+        self.residual_grad = residual_grad
+        self.l2_normalize_codes = bool(l2_normalize_codes)
+        D = int(encoder_embed_dim)
+        Dc = int(codebook_dim) if codebook_dim else D
+        self.encoder = ViTEncoder(img_size, patch_size, in_chans, D, encoder_depth, encoder_num_heads,
+                                  pos_embed=pos_embed, rope_base=pos_embed_rope_base, ffn_ratio=ffn_ratio,
+                                  layerscale_init=layerscale_init, num_register_tokens=num_register_tokens)
+        self.grid = self.encoder.grid
+        self.proj_in = nn.Linear(D, Dc) if Dc != D else nn.Identity()
+        self.proj_out = nn.Linear(Dc, D) if Dc != D else nn.Identity()
+        self.quantize = EMAVectorQuantizer(codebook_size, Dc, beta=vq_commitment_weight, decay=vq_decay, eps=vq_eps,
+                                           backend=backend, precision=precision, layout="channels_last",
+                                           dead_code_steps=dead_code_steps, restart_dead_codes=restart_dead_codes,
+                                           kmeans_init=kmeans_init, kmeans_iters=kmeans_iters)
+        self.quantizers = [self.quantize]  # what the engine's codebook_stats looks for
+        self.vocab_size = int(codebook_size)
+        self.dino_decoder = DinoFeatureDecoder(D, dino_decoder_dim or D, dino_decoder_depth, dino_decoder_num_heads,
+                                               dino_dim, self.grid, pos_embed, pos_embed_rope_base, ffn_ratio,
+                                               layerscale_init)
+        self.fusion = ConcatFusion(D, image_decoder_dim)
+        self.image_decoder = ImageDecoder(image_decoder_dim, image_decoder_depth, image_decoder_num_heads, self.grid,
+                                          patch_size, out_chans, pos_embed, pos_embed_rope_base, ffn_ratio,
+                                          layerscale_init)
+        self.dino_dim = int(dino_dim)
+        self.loss_fn = DinoVQLoss(dino_loss_weight=dino_loss_weight, recon_loss_weight=recon_loss_weight,
+                                  vq_loss_weight=vq_loss_weight, use_perceptual=use_perceptual,
+                                  perceptual_weight=perceptual_weight, vgg_ckpt_path=vgg_ckpt_path,
+                                  perceptual_backbone=perceptual_backbone, use_gan=use_gan, disc_start=disc_start,
+                                  disc_weight=disc_weight, disc_dim=disc_dim, disc_num_layers=disc_num_layers,
+                                  disc_adaptive_weight=disc_adaptive_weight, out_chans=out_chans,
+                                  nonfinite_adaptive_to_zero=nonfinite_adaptive_to_zero)
+
+    # ---- parameters ---------------------------------------------------------------------------------
+    @property
+    def use_gan(self) -> bool:
+        return self.loss_fn.use_gan
+
+    @property
+    def discriminator(self) -> Optional[nn.Module]:
+        return self.loss_fn.discriminator
+
+    @property
+    def last_layer(self) -> torch.Tensor:
+        """W of the adaptive GAN weight: the pixel head's weight (x̂ depends on W only through it)."""
+        return self.image_decoder.to_pixels.weight
+
+    def generator_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters of the generator: everything except the discriminator and LPIPS (the seed
+        passes model.parameters(), which relies on requires_grad toggling, SPEC §6.16)."""
+        skip = {id(p) for p in self.loss_fn.parameters()}
+        return [p for p in self.parameters() if id(p) not in skip and p.requires_grad]
+
+    # ---- forward ------------------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        z = self.encoder(x)  # (B, L, D)
+        z_c = self.proj_in(z)  # (B, L, Dc)
+        if self.l2_normalize_codes:
+            z_c = F.normalize(z_c, dim=-1)
+        q, vq_loss, (perplexity, _, indices) = self.quantize(z_c)  # (B, L, Dc), (), (), (B·L,)
+        e = self.proj_out(q)  # (B, L, D)
+        return {"z": z, "e": e, "indices": indices.view(z.shape[0], -1), "vq_loss": vq_loss,
+                "perplexity": perplexity}
+
+    def decode(self, e: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        return self.image_decoder(self.fusion(e, r))  # (B, C, H, W)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.encode(x)
+        z, e = out["z"], out["e"]
+        r = z - e if self.residual_grad == "none" else z - e.detach()  # (B, L, D)
+        B = x.shape[0]
+        gh, gw = self.grid
+        dino = self.dino_decoder(e).reshape(B, gh, gw, self.dino_dim)  # (B, h, w, dino_dim)
+        out.update(r=r, dino_features=dino, reconstructed_imgs=self.decode(e, r),
+                   avg_usage=self.quantize.codebook_metrics()["active_codes"].float() / self.vocab_size)
+        return out
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self(x)["reconstructed_imgs"]
+
+    # ---- loss ---------------------------------------------------------------------------------------
+    def _check_targets(self, dino_features_gt: torch.Tensor, B: int) -> torch.Tensor:
+        gh, gw = self.grid
+        t = dino_features_gt
+        if t.dim() == 3 and t.shape[1] == gh * gw:
+            t = t.reshape(t.shape[0], gh, gw, t.shape[-1])
+        if t.dim() != 4 or tuple(t.shape[:3]) != (B, gh, gw) or t.shape[-1] != self.dino_dim:
+            raise InputError(f"dino_features_gt has shape {tuple(dino_features_gt.shape)}; expected "
+                             f"({B}, {gh * gw}, {self.dino_dim}) or ({B}, {gh}, {gw}, {self.dino_dim}) "
+                             "(teacher grid must match the patch grid, teacher dim must equal dino_dim)")
+        return t
+
+    def generator_step(self, imgs: torch.Tensor, dino_features_gt: torch.Tensor, global_step: int):
+        """(losses dict of SPEC §5.2, forward outputs) — the task uses the outputs for metrics/D reuse."""
+        target = self._check_targets(dino_features_gt, imgs.shape[0])
+        out = self(imgs)
+        losses = self.loss_fn.generator(out["dino_features"], target, out["reconstructed_imgs"], imgs,
+                                        out["vq_loss"], global_step, self.last_layer)
+        return losses, out
+
+    def compute_loss(self, imgs: torch.Tensor, dino_features_gt: torch.Tensor, update_type: str = "generator",
+                     global_step: int = 0, *, reconstructed_imgs: Optional[torch.Tensor] = None) -> dict:
+        """Seed-004 API. ``update_type="generator"``: total_loss and the unweighted/weighted terms.
+        ``"discriminator"``: disc_loss, disc_weight, logits_real, logits_fake (zeros without GAN);
+        pass ``reconstructed_imgs`` (the G-phase x̂) to skip the reference's second forward."""
+        if update_type not in UPDATE_TYPES:
+            raise InputError(f"update_type={update_type!r} is not one of {UPDATE_TYPES}")
+        if update_type == "generator":
+            return self.generator_step(imgs, dino_features_gt, global_step)[0]
+        if self.use_gan and reconstructed_imgs is None:
+            with torch.no_grad():  # reference re-runs the forward; the D loss only sees sg(x̂)
+                reconstructed_imgs = self(imgs)["reconstructed_imgs"]
+        if reconstructed_imgs is None:
+            reconstructed_imgs = imgs
+        return self.loss_fn.discriminator_loss(imgs, reconstructed_imgs, global_step)
