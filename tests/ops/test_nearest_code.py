@@ -186,3 +186,14 @@ def test_gpu_production_shape_and_memory(precision):
     _, d = truth(z[sub], cb)
     gap = d.gather(1, idx[sub, None]).squeeze(1) - d.min(1).values
     assert (gap <= nearest_code_tolerance(z[sub], cb, precision).double()).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("N,K,D", [(1, 1, 1), (1000, 37, 20), (64, 300, 130)])
+def test_return_counts_is_the_assignment_histogram(backend, N, K, D):
+    z, cb, true = separated(N, K, D)
+    idx, dist, counts = ops.nearest_code(z, cb, backend=backend, return_counts=True)
+    assert counts.dtype == torch.float32 and counts.shape == (K,)
+    torch.testing.assert_close(counts, torch.bincount(idx, minlength=K).float())
+    idx2, dist2 = ops.nearest_code(z, cb, backend=backend)
+    torch.testing.assert_close(idx, idx2)

@@ -64,7 +64,8 @@ def _tile_dot(zt, et, acc, PRECISION: tl.constexpr, INTERPRET: tl.constexpr):
     return acc
 
 
-@triton.autotune(configs=_configs(), key=["K", "D", "PRECISION", "HAS_SQNORM"])
+@triton.autotune(configs=_configs(), key=["K", "D", "PRECISION", "HAS_SQNORM"],
+                 reset_to_zero=["counts_ptr"])
 @triton.heuristics({
     # D <= 128: one chunk, the z tile is loaded once and reused for every codebook tile (ONE_D);
     # larger D: 64-wide chunks re-read from L1/L2 per codebook tile.
@@ -78,9 +79,11 @@ def _nearest_code_fwd_kernel(
     sqnorm_ptr,   # (K,) fp32 ||E_j||^2, read only when HAS_SQNORM
     idx_ptr,      # (N,) int64 out
     dist_ptr,     # (N,) fp32 out
+    counts_ptr,   # (K,) fp32 zero-initialised out: rows assigned to each code, when HAS_COUNTS
     N, K, D,
     stride_zn, stride_ck,
     HAS_SQNORM: tl.constexpr,
+    HAS_COUNTS: tl.constexpr,
     PRECISION: tl.constexpr,
     INTERPRET: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -145,11 +148,14 @@ def _nearest_code_fwd_kernel(
     dist = tl.maximum(zsq + best, 0.0)
     tl.store(idx_ptr + rn64, best_idx.to(tl.int64), mask=mask_n)
     tl.store(dist_ptr + rn64, dist, mask=mask_n)
+    if HAS_COUNTS:  # code-usage histogram for perplexity / codebook health, no extra pass
+        tl.atomic_add(counts_ptr + best_idx, tl.full((BLOCK_N,), 1.0, tl.float32), mask=mask_n)
 
 
 def nearest_code_fwd(z: torch.Tensor, codebook: torch.Tensor, precision: str,
-                     codebook_sqnorm: torch.Tensor | None = None):
-    """Launch the kernel. z (N, D) and codebook (K, D) share a dtype and have unit column stride."""
+                     codebook_sqnorm: torch.Tensor | None = None, counts: torch.Tensor | None = None):
+    """Launch the kernel. z (N, D) and codebook (K, D) share a dtype and have unit column stride;
+    counts, when given, is a zeroed contiguous fp32 (K,) buffer that receives the assignments per code."""
     N, D = z.shape
     K = codebook.shape[0]
     idx = torch.empty(N, dtype=torch.int64, device=z.device)
@@ -161,12 +167,13 @@ def nearest_code_fwd(z: torch.Tensor, codebook: torch.Tensor, precision: str,
         prec = 3  # half inputs in a fast mode: their own tensor-core dtype (products exact in fp32)
     has_sq = codebook_sqnorm is not None
     sq = codebook_sqnorm if has_sq else dist  # dummy pointer, never read
+    has_counts = counts is not None
 
     def grid(meta):
         return (triton.cdiv(N, meta["BLOCK_N"]),)
 
     _nearest_code_fwd_kernel[grid](
-        z, codebook, sq, idx, dist, N, K, D, z.stride(0), codebook.stride(0),
-        HAS_SQNORM=has_sq, PRECISION=prec, INTERPRET=os.environ.get("TRITON_INTERPRET", "0") == "1",
+        z, codebook, sq, idx, dist, counts if has_counts else dist, N, K, D, z.stride(0), codebook.stride(0),
+        HAS_SQNORM=has_sq, HAS_COUNTS=has_counts, PRECISION=prec, INTERPRET=os.environ.get("TRITON_INTERPRET", "0") == "1",
     )
     return idx, dist

@@ -70,11 +70,11 @@ class _Fp32Matmul:
 @torch.no_grad()
 def nearest_code_reference(z: torch.Tensor, codebook: torch.Tensor, *, backend: str = "auto",
                            precision: str = "ieee", codebook_sqnorm: torch.Tensor | None = None,
-                           check_values: bool = True):
+                           check_values: bool = True, return_counts: bool = False):
     """Pure-PyTorch nearest_code (taming VectorQuantizer2's distance + argmin), chunked over rows.
 
     Same signature as `nearest_code`; `backend` is accepted for symmetry and ignored.
-    Returns (idx int64[N], dist float32[N]).
+    Returns (idx int64[N], dist float32[N]) [+ counts float32[K] with return_counts].
     """
     _validate(z, codebook, precision, codebook_sqnorm, check_values)
     N, K = z.shape[0], codebook.shape[0]
@@ -97,24 +97,30 @@ def nearest_code_reference(z: torch.Tensor, codebook: torch.Tensor, *, backend: 
             i = d.argmin(dim=1)                                       # first index on ties
             idx[s:e] = i
             dist[s:e] = d.gather(1, i[:, None]).squeeze(1).clamp_min(0.0)
+    if return_counts:
+        counts = torch.zeros(K, dtype=torch.float32, device=z.device)
+        counts.scatter_add_(0, idx, torch.ones(N, dtype=torch.float32, device=z.device))  # no host sync
+        return idx, dist, counts
     return idx, dist
 
 
 def nearest_code(z: torch.Tensor, codebook: torch.Tensor, *, backend: str = "auto", precision: str = "ieee",
-                 codebook_sqnorm: torch.Tensor | None = None, check_values: bool = True):
+                 codebook_sqnorm: torch.Tensor | None = None, check_values: bool = True,
+                 return_counts: bool = False):
     """Index of the nearest codebook row for every row of z, and its squared L2 distance.
 
     z: (N, D) fp32/fp16/bf16; codebook: (K, D) float (promoted to a common dtype with z);
     codebook_sqnorm: optional precomputed fp32 ||E_j||^2 (K,), e.g. cached between optimizer steps.
     precision: "ieee" | "tf32" | "bf16" (see module docstring for the error bound).
     check_values: reject NaN/Inf inputs with an InputError (costs one host sync; the quantizers turn it off).
-    Returns (idx int64[N], dist float32[N]); no gradient flows through either.
+    return_counts: also return float32[K] assignments per code (fused into the kernel's epilogue).
+    Returns (idx int64[N], dist float32[N]) [+ counts]; no gradient flows through any of them.
     """
     _validate(z, codebook, precision, codebook_sqnorm, check_values)
     be = resolve_backend(backend, z, codebook, op="nearest_code")
     if be == "torch":
         return nearest_code_reference(z, codebook, precision=precision, codebook_sqnorm=codebook_sqnorm,
-                                      check_values=False)
+                                      check_values=False, return_counts=return_counts)
     from vqfast.kernels.nearest_code import nearest_code_fwd
 
     dtype = torch.promote_types(z.dtype, codebook.dtype)
@@ -126,7 +132,9 @@ def nearest_code(z: torch.Tensor, codebook: torch.Tensor, *, backend: str = "aut
         codebook = codebook.contiguous()
     if codebook_sqnorm is not None:
         codebook_sqnorm = codebook_sqnorm.detach().contiguous()
-    return nearest_code_fwd(z, codebook, precision, codebook_sqnorm)
+    counts = torch.zeros(codebook.shape[0], dtype=torch.float32, device=z.device) if return_counts else None
+    idx, dist = nearest_code_fwd(z, codebook, precision, codebook_sqnorm, counts)
+    return (idx, dist, counts) if return_counts else (idx, dist)
 
 
 def nearest_code_tolerance(z: torch.Tensor, codebook: torch.Tensor, precision: str) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch import nn
 
 from vqfast.errors import InputError
-from vqfast.ops import nearest_code
+from vqfast.ops import codebook_health_, nearest_code
 from vqfast.ops._dispatch import check_backend_name
 from vqfast.ops.nearest_code import PRECISIONS
 
@@ -107,34 +107,22 @@ class QuantizerBase(nn.Module):
         return z_q
 
     # ---- lookup -------------------------------------------------------------------------------
-    def _lookup(self, z_flat: torch.Tensor) -> torch.Tensor:
-        idx, _ = nearest_code(z_flat.detach(), self.embedding.weight.detach(), backend=self.backend,
-                              precision=self.precision, check_values=False)
-        return idx                                                   # (N,) int64
+    def _lookup(self, z_flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(idx int64 (N,), counts fp32 (K,)); counts are global under DDP (one small all-reduce)."""
+        idx, _, counts = nearest_code(z_flat.detach(), self.embedding.weight.detach(), backend=self.backend,
+                                      precision=self.precision, check_values=False, return_counts=True)
+        if self.sync_ddp and self.training and ddp_active():
+            dist.all_reduce(counts)
+        return idx, counts
 
     # ---- health -------------------------------------------------------------------------------
-    @staticmethod
-    def _counts(idx: torch.Tensor, K: int) -> torch.Tensor:
-        counts = torch.zeros(K, dtype=torch.float32, device=idx.device)
-        return counts.scatter_add_(0, idx, torch.ones_like(idx, dtype=torch.float32))  # (K,), no sync
-
-    @torch.no_grad()
     def _update_health(self, counts: torch.Tensor, training: bool) -> None:
-        """counts: (K,) float assignments of this step (already global under DDP)."""
-        n = counts.sum().clamp_min(1.0)
-        p = counts / n
-        perplexity = torch.exp(-(p * torch.log(p + 1e-10)).sum())
-        if training:
-            self.steps_unused.add_(1).masked_fill_(counts > 0, 0)
-            self.usage_ema.mul_(self.usage_decay).add_(p, alpha=1.0 - self.usage_decay)
-        u = self.usage_ema / self.usage_ema.sum().clamp_min(1e-12)
-        self._last_metrics = {
-            "perplexity": perplexity,
-            "usage_perplexity": torch.exp(-(u * torch.log(u + 1e-10)).sum()),
-            "active_codes": (counts > 0).sum(),
-            "dead_codes": (self.steps_unused >= self.dead_code_steps).sum(),
-            "restarted_codes": self.restarted_codes.clone(),
-        }
+        """counts: (K,) fp32 assignments of this step. One fused launch on the Triton backend."""
+        out = codebook_health_(counts, self.steps_unused, self.usage_ema, training=training,
+                               usage_decay=self.usage_decay, dead_code_steps=self.dead_code_steps,
+                               backend=self.backend)                  # (4,) fp32, no host sync
+        self._last_metrics = {"perplexity": out[0], "usage_perplexity": out[1], "active_codes": out[2],
+                              "dead_codes": out[3], "restarted_codes": self.restarted_codes}
 
     def codebook_metrics(self) -> dict[str, torch.Tensor]:
         """0-dim tensors from the last forward: perplexity (batch), usage_perplexity (EMA of usage),
@@ -166,8 +154,8 @@ class QuantizerBase(nn.Module):
         centroids = x.index_select(0, pick).clone()                   # (K, D)
         counts = torch.zeros(K, device=x.device)
         for _ in range(max(1, self.kmeans_iters)):
-            idx, _ = nearest_code(x, centroids, backend=self.backend, check_values=False)
-            counts = self._counts(idx, K)
+            idx, _, counts = nearest_code(x, centroids, backend=self.backend, check_values=False,
+                                          return_counts=True)
             sums = torch.zeros_like(centroids).index_add_(0, idx, x)
             centroids = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1.0)[:, None], centroids)
         if self.sync_ddp and ddp_active():

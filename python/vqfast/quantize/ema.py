@@ -13,8 +13,7 @@ import torch.distributed as dist
 from torch import nn
 
 from vqfast.errors import InputError
-from vqfast.ops import ema_update_
-from vqfast.quantize._straight_through import VQStraightThrough
+from vqfast.ops import ema_update_, vq_straight_through
 from vqfast.quantize.base import Layout, QuantizerBase, ddp_active
 
 
@@ -57,33 +56,26 @@ class EMAVectorQuantizer(QuantizerBase):
     def forward(self, z: torch.Tensor):
         z_flat = self._flatten(z)                                    # (N, D)
         self._maybe_kmeans_init(z_flat)
-        idx = self._lookup(z_flat)                                   # (N,) with the pre-update codebook
-        z_q, loss = VQStraightThrough.apply(z_flat, self.embedding.weight, idx, self.beta, 0.0)
+        idx, counts = self._lookup(z_flat)                           # (N,), (K,) with the pre-update codebook
+        z_q, loss = vq_straight_through(z_flat, self.embedding.weight, idx, c_commit=self.beta, c_book=0.0,
+                                        backend=self.backend)        # q gathered before the EMA update
         if self.training and self.embedding.update:
-            counts = self._ema_step(z_flat, idx)
-        else:
-            counts = self._counts(idx, self.n_embed)
+            self._ema_step(z_flat, idx)
         self._update_health(counts, self.training)
         if self.training and self.restart_dead_codes:
             self._restart_dead(z_flat)
         perplexity = self._last_metrics["perplexity"]
         return self._unflatten(z_q, z), loss, (perplexity, None, self._index_shape(idx, z))
 
-    def _ema_step(self, z_flat: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """Run the EMA update; return this step's (global, under DDP) counts per code."""
-        captured = {}
-        D = self.embed_dim
-
+    def _ema_step(self, z_flat: torch.Tensor, idx: torch.Tensor) -> None:
+        """EMA update; under DDP the (K, D+1) sums+counts buffer is all-reduced once before it."""
         def hook(stats: torch.Tensor) -> None:                      # stats: (K, D+1) fp32
-            if self.sync_ddp and ddp_active():
-                dist.all_reduce(stats)
-            captured["counts"] = stats[:, D].clone()
+            dist.all_reduce(stats)
 
         emb = self.embedding
         ema_update_(emb.cluster_size, emb.embed_avg, emb.weight, z_flat.detach(), idx, decay=self.decay,
-                    eps=self.eps, backend=self.backend, deterministic=self.deterministic, reduce_hook=hook,
-                    check_values=False)
-        return captured["counts"]
+                    eps=self.eps, backend=self.backend, deterministic=self.deterministic,
+                    reduce_hook=hook if self.sync_ddp and ddp_active() else None, check_values=False)
 
     @torch.no_grad()
     def _reset_codes(self, dead, sample):

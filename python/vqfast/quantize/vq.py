@@ -8,11 +8,10 @@ initialised U(-1/K, 1/K) as taming does.
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
-from vqfast.quantize._straight_through import VQStraightThrough
-from vqfast.quantize.base import Layout, QuantizerBase, ddp_active
+from vqfast.ops import vq_straight_through
+from vqfast.quantize.base import Layout, QuantizerBase
 
 
 class VectorQuantizer(QuantizerBase):
@@ -32,12 +31,10 @@ class VectorQuantizer(QuantizerBase):
     def forward(self, z: torch.Tensor):
         z_flat = self._flatten(z)                                    # (N, D)
         self._maybe_kmeans_init(z_flat)
-        idx = self._lookup(z_flat)                                   # (N,)
+        idx, counts = self._lookup(z_flat)                           # (N,), (K,)
         c_commit, c_book = (1.0, self.beta) if self.legacy else (self.beta, 1.0)
-        z_q, loss = VQStraightThrough.apply(z_flat, self.embedding.weight, idx, c_commit, c_book)
-        counts = self._counts(idx, self.n_embed)                     # (K,)
-        if self.sync_ddp and ddp_active() and self.training:
-            dist.all_reduce(counts)                                  # global health metrics
+        z_q, loss = vq_straight_through(z_flat, self.embedding.weight, idx, c_commit=c_commit, c_book=c_book,
+                                        backend=self.backend)        # (N, D), ()
         self._update_health(counts, self.training)
         if self.training and self.restart_dead_codes:
             self._restart_dead(z_flat)
