@@ -1,0 +1,164 @@
+"""Unpaired content/style images for QuantArt stage 2 (SPEC §2.4 ``UnpairedImageTrain``), and two generated domains.
+
+Two folders with independent shuffles: the content stream and the style stream each have their own seeded
+permutation per epoch, so which style meets which content changes every epoch. Every batch is a pure function of
+(seed, batch number): a resumed run sees the same pairs.
+
+Generated domains: ``content`` = photo-like scenes of textured shapes on gradients (``make_images``);
+``style`` = flat-colour "paintings" (a few solid palette regions with dark outlines, no texture).
+"""
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from vqfast.data.clips import IMAGE_EXTS, load_frame
+from vqfast.data.synthetic import make_images
+
+__all__ = ["ImageStream", "UnpairedImages", "make_paintings", "make_unpaired_domains", "list_images"]
+
+log = logging.getLogger("vqfast")
+
+_STYLE_SEED_OFFSET = 7919  # the style stream shuffles independently of the content stream
+
+
+def _natural_key(path: Path):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder {str(folder)!r} is not a directory")
+    files = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS), key=_natural_key)
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTS)}) in {str(folder)!r}")
+    return files
+
+
+class ImageStream:
+    """An endless stream of one folder's images, reshuffled every pass (seeded); batch k is a pure function of k."""
+
+    def __init__(self, root: str | Path, *, size: int, seed: int = 0, shuffle: bool = True,
+                 cache_bytes: int = 256 << 20):
+        self.root, self.files = Path(root), list_images(root)
+        self.size, self.seed, self.shuffle = (size, size), int(seed), shuffle
+        self._perms: dict[int, list[int]] = {}
+        self._cache: dict[Path, np.ndarray] = {}
+        self._cache_left = cache_bytes
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _perm(self, epoch: int) -> list[int]:
+        if epoch not in self._perms:
+            if len(self._perms) > 4:
+                self._perms.clear()
+            if self.shuffle:
+                g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+                self._perms[epoch] = torch.randperm(len(self.files), generator=g).tolist()
+            else:
+                self._perms[epoch] = list(range(len(self.files)))
+        return self._perms[epoch]
+
+    def image(self, path: Path) -> np.ndarray:
+        arr = self._cache.get(path)
+        if arr is None:
+            arr = load_frame(path, self.size)  # (H, W, 3) uint8
+            if self._cache_left >= arr.nbytes:
+                self._cache[path], self._cache_left = arr, self._cache_left - arr.nbytes
+        return arr
+
+    def indices(self, batch: int, batch_size: int) -> list[int]:
+        n = len(self.files)
+        out = []
+        for g in range(batch * batch_size, (batch + 1) * batch_size):
+            epoch, pos = divmod(g, n)
+            out.append(self._perm(epoch)[pos])
+        return out
+
+    def batch(self, batch: int, batch_size: int) -> torch.Tensor:
+        """uint8 (B, H, W, 3): images ``batch*B … batch*B+B-1`` of the endless shuffled stream."""
+        return torch.from_numpy(np.stack([self.image(self.files[i]) for i in self.indices(batch, batch_size)]))
+
+    def first(self, count: int) -> torch.Tensor:
+        """uint8 (B, H, W, 3): the first ``count`` images in folder order (cycled) — fixed sample inputs."""
+        return torch.from_numpy(np.stack([self.image(self.files[i % len(self.files)]) for i in range(count)]))
+
+
+class UnpairedImages:
+    """Batches ``{"content": uint8 (B, H, W, 3), "style": uint8 (B, H, W, 3)}`` from two folders.
+
+    An epoch = one pass over the content folder (drop_last); the style stream runs on independently (its own
+    permutation, cycled when it has fewer images). ``set_epoch``/``iter_from`` mirror the engine's loaders.
+    """
+
+    def __init__(self, content_root: str | Path, style_root: str | Path, *, size: int, batch_size: int,
+                 seed: int = 0, shuffle: bool = True):
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        self.content = ImageStream(content_root, size=size, seed=seed, shuffle=shuffle)
+        self.style = ImageStream(style_root, size=size, seed=seed + _STYLE_SEED_OFFSET, shuffle=shuffle)
+        self.batch_size, self.epoch = batch_size, 0
+        if len(self) == 0:
+            raise ValueError(f"content folder {str(self.content.root)!r} has {len(self.content)} images: fewer than "
+                             f"one batch of {batch_size}")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.content) // self.batch_size
+
+    def iter_from(self, start_batch: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+        per_epoch = len(self)
+        for b in range(start_batch, per_epoch):
+            k = self.epoch * per_epoch + b  # global batch number; content batches never straddle epochs
+            yield {"content": self.content.batch(k, self.batch_size), "style": self.style.batch(k, self.batch_size)}
+
+    def __iter__(self):
+        return self.iter_from(0)
+
+
+# ---- generated domains -----------------------------------------------------------------------------------------
+def _painting(rng: np.random.Generator, size: int) -> np.ndarray:
+    palette = rng.uniform(0, 255, (int(rng.integers(3, 6)), 3)).astype(np.uint8)
+    img = Image.new("RGB", (size, size), tuple(int(c) for c in palette[0]))
+    draw = ImageDraw.Draw(img)
+    outline = tuple(int(c) for c in (palette.min(0) * 0.3).astype(np.uint8))
+    for _ in range(int(rng.integers(3, 7))):
+        colour = tuple(int(c) for c in palette[rng.integers(len(palette))])
+        pts = rng.uniform(-0.1, 1.1, (int(rng.integers(3, 6)), 2)) * size
+        if rng.random() < 0.5:
+            draw.polygon([tuple(p) for p in pts], fill=colour, outline=outline, width=max(1, size // 64))
+        else:
+            x0, y0 = pts[0]
+            r = rng.uniform(0.1, 0.35) * size
+            draw.ellipse((x0 - r, y0 - r, x0 + r, y0 + r), fill=colour, outline=outline, width=max(1, size // 64))
+    return np.asarray(img, dtype=np.uint8)  # (S, S, 3)
+
+
+def make_paintings(root: str | Path, *, num_images: int, size: int, seed: int = 0) -> Path:
+    """Flat-colour 'paintings': solid palette regions with dark outlines, saved as PNG (no JPEG texture)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(num_images):
+        Image.fromarray(_painting(rng, size)).save(root / f"{i:06d}.png")
+    log.info("generated %d synthetic flat-colour paintings of %d² under %s", num_images, size, root)
+    return root
+
+
+def make_unpaired_domains(root: str | Path, *, num_content: int, num_style: int, size: int,
+                          seed: int = 0) -> tuple[Path, Path]:
+    """root/content (photo-like textured scenes) and root/style (flat-colour paintings)."""
+    root = Path(root)
+    content = make_images(root / "content", num_images=num_content, size=size, seed=seed)
+    style = make_paintings(root / "style", num_images=num_style, size=size, seed=seed + 1)
+    return content, style
