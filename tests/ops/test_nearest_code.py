@@ -197,3 +197,24 @@ def test_return_counts_is_the_assignment_histogram(backend, N, K, D):
     torch.testing.assert_close(counts, torch.bincount(idx, minlength=K).float())
     idx2, dist2 = ops.nearest_code(z, cb, backend=backend)
     torch.testing.assert_close(idx, idx2)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_property_matches_brute_force_on_random_shapes(backend):
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=15, deadline=None, derandomize=True)
+    @given(N=st.integers(1, 70), K=st.integers(1, 40), D=st.integers(1, 40), seed=st.integers(0, 2**16),
+           scale=st.sampled_from([1e-3, 1.0, 1e3]))
+    def check(N, K, D, seed, scale):
+        g = torch.Generator().manual_seed(seed)
+        z = (torch.randn(N, D, generator=g) * scale).to(device())
+        cb = (torch.randn(K, D, generator=g) * scale).to(device())
+        idx, dist = ops.nearest_code(z, cb, backend=backend)
+        _, d = truth(z, cb)
+        gap = d.gather(1, idx[:, None]).squeeze(1) - d.min(1).values
+        assert (gap <= nearest_code_tolerance(z, cb, "ieee").double()).all()
+        assert (dist >= 0).all()
+
+    check()
