@@ -86,6 +86,23 @@ def build(kind, impl, C, K):
 
 @pytest.mark.parametrize("shape", SHAPES, ids=sid)
 @pytest.mark.parametrize("kind", ["vq", "ema"])
+def test_quantizer_vector_quantize_pytorch(benchmark, shape, kind):
+    """Optional baseline (c): lucidrains' vector-quantize-pytorch, when installed."""
+    vqp = pytest.importorskip("vector_quantize_pytorch")
+    B, C, H, W, K = shape
+    q = vqp.VectorQuantize(dim=C, codebook_size=K, decay=0.99, commitment_weight=0.25, accept_image_fmap=True,
+                           ema_update=(kind == "ema"), learnable_codebook=(kind == "vq")).to(DEVICE).train()
+    z = torch.randn(B, C, H, W, device=DEVICE, requires_grad=True)
+
+    def vqp_step():
+        zq, _, loss = q(z)
+        torch.autograd.grad(zq.square().mean() + loss.sum(), z)
+
+    run(benchmark, f"{kind}_fwd_bwd", sid(shape), "vector_quantize_pytorch", vqp_step)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=sid)
+@pytest.mark.parametrize("kind", ["vq", "ema"])
 @pytest.mark.parametrize("impl", ["taming", "torch"])
 def test_quantizer_reference_paths(benchmark, shape, kind, impl):
     B, C, H, W, K = shape
