@@ -1,0 +1,250 @@
+"""Latent shards for the latent StarGAN v2: synthetic SD-VAE-like shards, the loader choice, reference pools.
+
+A shard is a ``torch.save`` file holding ``{"latents": float32 (N, C, H, W) unscaled, "labels": int64 (N,)}``.
+``vqfast.io.LatentShardLoader`` (Rust) reads them; ``TorchLatentShardLoader`` is the small in-memory fallback
+with the same interface (dicts of batched tensors incl. ``"index"``, ``set_epoch``, ``len``).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger("vqfast")
+
+__all__ = ["SD_LATENT_STD", "domain_statistics", "make_latent_shards", "list_shards", "TorchLatentShardLoader",
+           "build_latent_loader", "ReferencePool", "LatentDataError"]
+
+SD_LATENT_STD = 1.0 / 0.18215
+"""Unscaled SD-1.5 VAE latents have roughly this std (that is what latent_scale normalises)."""
+
+
+class LatentDataError(ValueError):
+    """Latent shards are missing, unreadable or inconsistent (names the path / key and what was expected)."""
+
+
+def domain_statistics(num_domains: int, channels: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-domain, per-channel (mean, std) of generated unscaled latents, each (num_domains, channels).
+
+    Domains are well separated: means differ by about one latent std, stds range over 0.6–1.4 × SD_LATENT_STD.
+    """
+    if num_domains < 2:
+        raise LatentDataError(f"num_domains={num_domains}: need at least 2 domains")
+    g = torch.Generator().manual_seed(seed)
+    signs = torch.randint(0, 2, (num_domains, channels), generator=g).float() * 2 - 1   # (D, C)
+    steps = torch.linspace(-1.0, 1.0, num_domains)[:, None]                              # (D, 1)
+    means = SD_LATENT_STD * (0.8 * steps * signs + 0.1 * torch.randn(num_domains, channels, generator=g))  # (D, C)
+    ratio = torch.linspace(0.6, 1.4, num_domains)[:, None].expand(-1, channels)          # (D, C)
+    stds = SD_LATENT_STD * ratio.clone()                                                 # (D, C)
+    return means, stds
+
+
+def _smooth_noise(n: int, channels: int, size: int, g: torch.Generator) -> torch.Tensor:
+    """Unit-variance spatially correlated noise (N, C, size, size): upsampled coarse noise + fine noise."""
+    coarse = torch.randn(n, channels, max(2, size // 8), max(2, size // 8), generator=g)
+    low = F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)  # (N, C, S, S)
+    fine = torch.randn(n, channels, size, size, generator=g)                              # (N, C, S, S)
+    x = low + 0.5 * fine
+    return x / x.std().clamp_min(1e-6)  # global scale: per-sample means vary like real latents
+
+
+def make_latent_shards(root: str | Path, *, num_domains: int = 2, per_domain: int = 64, shards_per_domain: int = 2,
+                       channels: int = 4, resolution: int = 32, seed: int = 0, key: str = "latents",
+                       label_key: str = "labels") -> list[Path]:
+    """Write ``num_domains·shards_per_domain`` shards of mixed-domain synthetic latents; returns their paths.
+
+    Domain d: per-channel means/stds from ``domain_statistics(num_domains, channels, seed)`` on smooth noise,
+    stored unscaled like SD-VAE latents (float32).
+    """
+    if per_domain < 1 or shards_per_domain < 1 or resolution < 4:
+        raise LatentDataError(f"per_domain={per_domain}, shards_per_domain={shards_per_domain}, "
+                              f"resolution={resolution}: need >= 1, >= 1, >= 4")
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    means, stds = domain_statistics(num_domains, channels, seed)                     # (D, C) each
+    g = torch.Generator().manual_seed(seed + 1)
+    labels = torch.arange(num_domains).repeat_interleave(per_domain)                 # (N,)
+    noise = _smooth_noise(labels.numel(), channels, resolution, g)                   # (N, C, S, S)
+    latents = noise * stds[labels][:, :, None, None] + means[labels][:, :, None, None]  # (N, C, S, S)
+    order = torch.randperm(labels.numel(), generator=g)
+    latents, labels = latents[order].contiguous(), labels[order].contiguous()
+    n_shards = num_domains * shards_per_domain
+    paths = []
+    for i, (lat, lab) in enumerate(zip(latents.tensor_split(n_shards), labels.tensor_split(n_shards))):
+        path = root / f"shard_{i:05d}.pt"
+        torch.save({key: lat.clone(), label_key: lab.clone().to(torch.int64)}, path)
+        paths.append(path)
+    log.info("wrote %d synthetic latent shards (%d domains × %d latents of %d×%d×%d) to %s", n_shards, num_domains,
+             per_domain, channels, resolution, resolution, root)
+    return paths
+
+
+def list_shards(root: str | Path) -> list[str]:
+    """A folder's ``*.pt``/``*.pth``/``*.npy``/``*.npz`` files (sorted), a glob, or one file."""
+    p = Path(root)
+    if p.is_dir():
+        found = sorted(str(f) for f in p.iterdir() if f.suffix.lower() in (".pt", ".pth", ".npy", ".npz"))
+    elif any(c in str(root) for c in "*?["):
+        found = sorted(str(f) for f in Path().glob(str(root)))
+    else:
+        found = [str(p)] if p.is_file() else []
+    if not found:
+        raise LatentDataError(f"data.root={str(root)!r} holds no latent shards (.pt/.pth/.npy/.npz files)")
+    return found
+
+
+class TorchLatentShardLoader:
+    """In-memory fallback with ``vqfast.io.LatentShardLoader``'s interface (``.pt`` shards via torch.load).
+
+    Order per (seed, epoch): one global seeded permutation, split round-robin over ranks after padding to a
+    multiple of world_size; every rank yields ``len(self)`` batches.
+    """
+
+    def __init__(self, paths: Sequence[str | Path], *, key: str = "latents", label_key: Optional[str] = None,
+                 batch_size: int, shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 drop_last: bool = True, num_threads: Optional[int] = None, prefetch: int = 4):
+        if batch_size < 1:
+            raise LatentDataError(f"batch_size={batch_size} must be >= 1")
+        if not 0 <= rank < world_size:
+            raise LatentDataError(f"rank={rank} must be in [0, world_size={world_size})")
+        self.key, self.label_key, self.batch_size = key, label_key, batch_size
+        self.shuffle, self.seed, self.rank, self.world_size, self.drop_last = shuffle, seed, rank, world_size, drop_last
+        tensors: dict[str, list[torch.Tensor]] = {key: []} | ({label_key: []} if label_key else {})
+        for path in paths:
+            try:
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as exc:
+                raise LatentDataError(f"{path}: cannot read latent shard: {exc}") from exc
+            for k in tensors:
+                if not isinstance(obj, dict) or k not in obj:
+                    keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+                    raise LatentDataError(f"{path}: shard has no key {k!r} (found {keys})")
+                tensors[k].append(torch.as_tensor(obj[k]))
+        self.data = {k: torch.cat(v) for k, v in tensors.items()}
+        n = self.data[key].shape[0]
+        if label_key and self.data[label_key].shape[0] != n:
+            raise LatentDataError(f"{label_key!r} has {self.data[label_key].shape[0]} rows but {key!r} has {n}")
+        self.num_samples = n
+        self._epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch = int(epoch)
+
+    def _rank_ids(self) -> torch.Tensor:
+        n = self.num_samples
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self._epoch)
+            ids = torch.randperm(n, generator=g)
+        else:
+            ids = torch.arange(n)
+        per_rank = n // self.world_size if self.drop_last else math.ceil(n / self.world_size)
+        if per_rank * self.world_size > n:
+            ids = torch.cat([ids, ids[: per_rank * self.world_size - n]])
+        return ids[self.rank: per_rank * self.world_size: self.world_size]
+
+    def __len__(self) -> int:
+        per_rank = self.num_samples // self.world_size if self.drop_last else math.ceil(self.num_samples /
+                                                                                         self.world_size)
+        return per_rank // self.batch_size if self.drop_last else math.ceil(per_rank / self.batch_size)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        ids = self._rank_ids()
+        for b in range(len(self)):
+            sel = ids[b * self.batch_size:(b + 1) * self.batch_size]
+            batch = {k: v[sel] for k, v in self.data.items()}
+            batch["index"] = sel.clone()
+            yield batch
+
+
+def build_latent_loader(paths: Sequence[str], *, loader: str = "auto", key: str = "latents",
+                        label_key: Optional[str] = "labels", batch_size: int, shuffle: bool = True, seed: int = 0,
+                        rank: int = 0, world_size: int = 1, drop_last: bool = True,
+                        num_threads: Optional[int] = None, prefetch: int = 4):
+    """``vqfast.io.LatentShardLoader`` when available (``loader`` auto/rust), else ``TorchLatentShardLoader``."""
+    if loader not in ("auto", "rust", "torch"):
+        raise LatentDataError(f"data.loader={loader!r}; allowed: 'auto', 'rust', 'torch'")
+    rust_cls = None
+    if loader != "torch":
+        try:
+            from vqfast.io import LatentShardLoader as rust_cls
+        except Exception as exc:  # extension missing or broken: the torch path still works
+            if loader == "rust":
+                raise LatentDataError(f"data.loader='rust' but vqfast.io.LatentShardLoader is unavailable: {exc}") \
+                    from exc
+            log.warning("vqfast.io.LatentShardLoader unavailable (%s): using the in-memory torch loader", exc)
+    cls = rust_cls or TorchLatentShardLoader
+    return cls(list(paths), key=key, label_key=label_key, batch_size=batch_size, shuffle=shuffle, seed=seed,
+               rank=rank, world_size=world_size, drop_last=drop_last, num_threads=num_threads, prefetch=prefetch)
+
+
+class ReferencePool:
+    """Reference latents by domain: per-domain ring buffers (``capacity`` each) fed by a second shuffled loader.
+
+    ``draw(y_trg)`` returns one latent of domain ``y_trg[i]`` per row, uniform over the buffer; each call first
+    pulls one fresh batch so the pool keeps moving through the data.
+    """
+
+    def __init__(self, loader, num_domains: int, capacity: int, *, key: str = "latents", label_key: str = "labels",
+                 seed: int = 0, max_fill_batches: int = 1000):
+        self.loader, self.num_domains, self.capacity = loader, num_domains, capacity
+        self.key, self.label_key, self.max_fill_batches = key, label_key, max_fill_batches
+        self.generator = torch.Generator().manual_seed(seed)
+        self.buffers: list[Optional[torch.Tensor]] = [None] * num_domains    # each (capacity, C, H, W)
+        self.counts = [0] * num_domains
+        self.heads = [0] * num_domains
+        self._epoch = 0
+        self._it: Optional[Iterator] = None
+
+    def _next_batch(self) -> dict[str, torch.Tensor]:
+        for _ in range(2):
+            if self._it is None:
+                self.loader.set_epoch(self._epoch)
+                self._it = iter(self.loader)
+            try:
+                return next(self._it)
+            except StopIteration:
+                self._it = None
+                self._epoch += 1
+        raise LatentDataError("reference loader yields no batch: lower train.batch_size or add shards")
+
+    def _push(self, latents: torch.Tensor, labels: torch.Tensor) -> None:
+        for d in labels.unique().tolist():
+            if not 0 <= d < self.num_domains:
+                raise LatentDataError(f"label {d} out of range: model.num_domains={self.num_domains}")
+            rows = latents[labels == d]                                      # (n_d, C, H, W)
+            if self.buffers[d] is None:
+                self.buffers[d] = torch.empty((self.capacity, *rows.shape[1:]), dtype=rows.dtype)
+            for row in rows[-self.capacity:]:
+                self.buffers[d][self.heads[d]] = row
+                self.heads[d] = (self.heads[d] + 1) % self.capacity
+                self.counts[d] = min(self.counts[d] + 1, self.capacity)
+
+    def pull(self) -> None:
+        batch = self._next_batch()
+        self._push(batch[self.key], batch[self.label_key].long())
+
+    def draw(self, y_trg: torch.Tensor) -> torch.Tensor:
+        """y_trg int64 (B,) on CPU → latents (B, C, H, W) of those domains."""
+        self.pull()
+        needed = set(y_trg.unique().tolist())
+        for _ in range(self.max_fill_batches):
+            missing = [d for d in needed if self.counts[d] == 0]
+            if not missing:
+                break
+            self.pull()
+        else:
+            raise LatentDataError(f"no reference latent of domain(s) {missing} found in the shards "
+                                  f"(model.num_domains={self.num_domains})")
+        out = None
+        for d in needed:
+            rows = (y_trg == d).nonzero().squeeze(1)                         # (n_d,)
+            pick = torch.randint(0, self.counts[d], (rows.numel(),), generator=self.generator)
+            chosen = self.buffers[d][pick]                                   # (n_d, C, H, W)
+            if out is None:
+                out = torch.empty((y_trg.numel(), *chosen.shape[1:]), dtype=chosen.dtype)
+            out[rows] = chosen
+        return out
