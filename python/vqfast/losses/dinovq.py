@@ -61,11 +61,23 @@ class DinoVQLoss(nn.Module):
         self.disc_weight = float(disc_weight)
         self.disc_adaptive_weight = bool(disc_adaptive_weight)
         self.nonfinite_adaptive_to_zero = nonfinite_adaptive_to_zero
-        self.perceptual = None
+        # LPIPS is frozen and held outside the module tree: not in parameters() (no optimizer sees it) and
+        # not in state_dict() (checkpoints do not embed VGG16, SPEC §6.13); _apply still moves it.
+        self._perceptual: list[nn.Module] = []
         if self.use_perceptual:
             from vqfast.losses.lpips import LPIPS
-            self.perceptual = LPIPS(perceptual_backbone, backbone_path=vgg_ckpt_path)  # frozen, eval forever
+            self._perceptual.append(LPIPS(perceptual_backbone, backbone_path=vgg_ckpt_path))  # eval forever
         self.discriminator = NLayerDiscriminator(out_chans, disc_dim, disc_num_layers) if self.use_gan else None
+
+    @property
+    def perceptual(self) -> nn.Module | None:
+        return self._perceptual[0] if self._perceptual else None
+
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        for module in self._perceptual:
+            module._apply(fn, *args, **kwargs)
+        return self
 
     def gan_weight(self, global_step: int) -> float:
         """w_gan(t) = disc_weight once t >= disc_start, else 0."""
