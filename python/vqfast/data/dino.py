@@ -271,6 +271,7 @@ def write_feature_shards(root: str | os.PathLike, teacher: nn.Module, *, size: i
     teacher = teacher.to(device)
     mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    batch_size = max(1, min(batch_size, shard_size))  # a shard never exceeds shard_size rows
     written: list[Path] = []
     names: list[str] = []
     feats: list[torch.Tensor] = []
