@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_shards
+from iohelpers import write_shards
 from vqfast.io import CorruptShardError, ForkError, LatentShardLoader, SchemaError, ShardError
 
 SIZES = [13, 7, 20, 1, 16]  # 57 samples, ragged on purpose
@@ -207,7 +207,7 @@ def test_dropping_the_iterator_mid_epoch_does_not_hang(shard_dir):
 
 def test_gil_is_released_while_waiting(shard_dir):
     """A Python thread keeps running while the main thread iterates."""
-    paths = write_shards(shard_dir, [200] * 2, row_shape=(256,))
+    paths = write_shards(shard_dir, [2000] * 2, row_shape=(1024,))
     ticks = []
     stop = threading.Event()
 
@@ -218,14 +218,17 @@ def test_gil_is_released_while_waiting(shard_dir):
 
     t = threading.Thread(target=spin)
     t.start()
+    t0 = time.perf_counter()
     try:
         for _ in range(3):
-            for _b in LatentShardLoader(paths, batch_size=8, num_threads=1):
+            for _b in LatentShardLoader(paths, batch_size=8, num_threads=1, prefetch=1):
                 pass
     finally:
         stop.set()
         t.join()
-    assert len(ticks) > 5
+    elapsed = time.perf_counter() - t0
+    # the spinner got a fair share of the wall time (it would starve if waits held the GIL)
+    assert len(ticks) * 0.0005 > 0.2 * elapsed, (len(ticks), elapsed)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import write_video_frames
+from iohelpers import write_video_frames
 from vqfast.io import FrameDecodeError, VideoClipLoader
 
 COUNTS = [9, 20, 13, 40, 6, 17]
