@@ -211,25 +211,38 @@ def _loadable_keys(module: nn.Module) -> list[str]:
     return [k for k in module.state_dict() if not k.endswith(_OPTIONAL_SUFFIXES)]
 
 
-def _require_keys(sub: Mapping[str, torch.Tensor], required: Sequence[str], path, what: str, prefix: str) -> None:
-    missing = [prefix + k for k in required if k not in sub]
+def _missing(sub: Mapping[str, torch.Tensor], required: Sequence[str], prefix: str) -> list[str]:
+    return [prefix + k for k in required if k not in sub]
+
+
+def _raise_missing(missing: Sequence[str], path, what: str) -> None:
     if missing:
-        shown = ", ".join(missing[:8]) + (f", … ({len(missing)} in all)" if len(missing) > 8 else "")
+        shown = ", ".join(missing[:10]) + (f", … ({len(missing)} in all)" if len(missing) > 10 else "")
         raise Stage1CheckpointError(f"{what}: stage-1 checkpoint {os.fspath(path)!r} lacks {len(missing)} key(s) "
-                                    f"needed for {prefix.rstrip('.')}: {shown}")
+                                    f"that stage 2 needs: {shown}")
 
 
-def _load_part(target: nn.Module, sd: Mapping[str, torch.Tensor], src_prefix: str, path, what: str) -> None:
-    sub = _take_prefix(sd, src_prefix)
-    _require_keys(sub, _loadable_keys(target), path, what, src_prefix)
-    own = target.state_dict()
-    bad = [f"{src_prefix}{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-           for k, v in sub.items() if k in own and own[k].shape != v.shape]
+def _require_keys(sub: Mapping[str, torch.Tensor], required: Sequence[str], path, what: str, prefix: str) -> None:
+    _raise_missing(_missing(sub, required, prefix), path, what)
+
+
+def _load_parts(parts: Sequence[tuple[nn.Module, str]], sd: Mapping[str, torch.Tensor], path, what: str) -> None:
+    """Load ``target <- sd[src_prefix*]`` for every part; first check every key and shape, naming all problems."""
+    subs = [(target, prefix, _take_prefix(sd, prefix)) for target, prefix in parts]
+    _raise_missing([k for target, prefix, sub in subs for k in _missing(sub, _loadable_keys(target), prefix)],
+                   path, what)
+    bad = []
+    for target, prefix, sub in subs:
+        own = target.state_dict()
+        bad += [f"{prefix}{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+                for k, v in sub.items() if k in own and own[k].shape != v.shape]
     if bad:
         raise Stage1CheckpointError(f"{what}: stage-1 checkpoint {os.fspath(path)!r} does not fit the model "
                                     f"built from the config (check ddconfig / n_embed / embed_dim): "
                                     + "; ".join(bad[:5]))
-    target.load_state_dict({k: v for k, v in sub.items() if k in own}, strict=False)
+    for target, _, sub in subs:
+        own = target.state_dict()
+        target.load_state_dict({k: v for k, v in sub.items() if k in own}, strict=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -290,18 +303,16 @@ class StyleTransfer(nn.Module):
     def load_content_stage1(self, path: str | os.PathLike) -> None:
         what = "checkpoint_encoder"
         sd = read_stage1_state_dict(path, what)
-        for target, prefix in ((self.encoder, "encoder."), (self.quant_conv, "quant_conv."),
-                               (self.quantize_enc, "quantize.")):
-            _load_part(target, sd, prefix, path, what)
+        _load_parts(((self.encoder, "encoder."), (self.quant_conv, "quant_conv."), (self.quantize_enc, "quantize.")),
+                    sd, path, what)
         log.info("StyleTransfer: content encoder + quantize_enc loaded from %s", os.fspath(path))
 
     def load_style_stage1(self, path: str | os.PathLike) -> None:
         what = "checkpoint_decoder"
         sd = read_stage1_state_dict(path, what)
-        for target, prefix in ((self.encoder_real, "encoder."), (self.quant_conv_real, "quant_conv."),
-                               (self.quantize_dec, "quantize."), (self.decoder, "decoder."),
-                               (self.post_quant_conv, "post_quant_conv.")):
-            _load_part(target, sd, prefix, path, what)
+        _load_parts(((self.encoder_real, "encoder."), (self.quant_conv_real, "quant_conv."),
+                     (self.quantize_dec, "quantize."), (self.decoder, "decoder."),
+                     (self.post_quant_conv, "post_quant_conv.")), sd, path, what)
         log.info("StyleTransfer: style encoder_real + quantize_dec + decoder loaded from %s", os.fspath(path))
 
     # ---- modes / parameters ----------------------------------------------------------------------------------
