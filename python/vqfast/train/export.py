@@ -23,7 +23,7 @@ def save_safetensors(state: dict[str, torch.Tensor], path: str | os.PathLike, me
         t = state[name].detach().cpu().contiguous()
         if t.dtype not in _DTYPES:
             raise ValueError(f"tensor {name!r} has dtype {t.dtype}; safetensors export supports {list(_DTYPES)}")
-        data = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
         header[name] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
         blobs.append(data)
         offset += len(data)

@@ -121,13 +121,13 @@ def from_dict(cls: type, data: dict, errors: list[str], where: str, prefix: str 
     for key, value in data.items():
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f" — did you mean {prefix}{close[0]!r}?" if close else ""
-            errors.append(f"unknown key {prefix}{key!r} in {where}{hint} (allowed: {', '.join(sorted(fields))})")
+            hint = f" — did you mean {prefix + close[0]!r}?" if close else ""
+            errors.append(f"unknown key {prefix + str(key)!r} in {where}{hint} (allowed: {', '.join(sorted(fields))})")
             continue
         kwargs[key] = _coerce(value, hints[key], prefix + key, errors, where)
     for name, f in fields.items():
         if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            errors.append(f"missing required key {prefix}{name!r} in {where}")
+            errors.append(f"missing required key {prefix + name!r} in {where}")
     if errors:
         try:
             return cls(**kwargs)
