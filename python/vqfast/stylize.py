@@ -65,7 +65,7 @@ def _images(arg: str, what: str) -> list[Path]:
 def _to_input(arr: np.ndarray, mean, std, device) -> torch.Tensor:
     from vqfast.train.tasks.quantart import to_model_input
 
-    return to_model_input(torch.from_numpy(arr)[None], mean, std, device)  # (1, 3, H, W)
+    return to_model_input(torch.from_numpy(np.array(arr))[None], mean, std, device)  # (1, 3, H, W)
 
 
 def stylize(ckpt: str, content: str, style: str, out: str, *, size: int | None = None, device: str = "cpu",
