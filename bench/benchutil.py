@@ -112,13 +112,13 @@ def fits(fn) -> bool:
 
 
 def format_table() -> str:
-    head = f"{'op':<14} {'shape':<24} {'provider':<22} {'ms':>10} {'x ref':>7} {'TFLOP/s':>8} {'GB/s':>8} {'%H100':>6} {'peakMB':>8}  note"
+    head = f"{'op':<17} {'shape':<24} {'provider':<22} {'ms':>10} {'x ref':>7} {'TFLOP/s':>8} {'GB/s':>8} {'%H100':>6} {'peakMB':>8}  note"
     lines = [head, "-" * len(head)]
     for r in RESULTS:
         def f(v, fmt):
             width = int(fmt.split(".")[0])
             return format(v, fmt) if v is not None else "-".rjust(width)
         ratio = (r.ref_ms / r.ms) if r.ref_ms else None
-        lines.append(f"{r.op:<14} {r.shape:<24} {r.provider:<22} {f(r.ms, '10.4f')} {f(ratio, '7.2f')} "
+        lines.append(f"{r.op:<17} {r.shape:<24} {r.provider:<22} {f(r.ms, '10.4f')} {f(ratio, '7.2f')} "
                      f"{f(r.tflops, '8.2f')} {f(r.gbps, '8.1f')} {f(r.pct_bound, '6.1f')} {f(r.peak_mb, '8.1f')}  {r.note}")
     return "\n".join(lines)
