@@ -35,7 +35,7 @@ def domain_statistics(num_domains: int, channels: int = 4, seed: int = 0) -> tup
     if num_domains < 2:
         raise LatentDataError(f"num_domains={num_domains}: need at least 2 domains")
     g = torch.Generator().manual_seed(seed)
-    signs = torch.randint(0, 2, (num_domains, channels), generator=g).float() * 2 - 1   # (D, C)
+    signs = torch.randint(0, 2, (1, channels), generator=g).float() * 2 - 1              # (1, C)
     steps = torch.linspace(-1.0, 1.0, num_domains)[:, None]                              # (D, 1)
     means = SD_LATENT_STD * (0.8 * steps * signs + 0.1 * torch.randn(num_domains, channels, generator=g))  # (D, C)
     ratio = torch.linspace(0.6, 1.4, num_domains)[:, None].expand(-1, channels)          # (D, C)
