@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-DD = dict(ch=16, out_ch=3, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[], dropout=0.0, in_channels=3,
-          resolution=16, z_channels=16, double_z=False)
+DD = {"ch": 16, "out_ch": 3, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0,
+      "in_channels": 3, "resolution": 16, "z_channels": 16, "double_z": False}
 N_EMBED, EMBED_DIM = 32, 16
 
 

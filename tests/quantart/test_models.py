@@ -1,10 +1,15 @@
 """BaseVQGAN / SGAModule / StyleTransfer: shapes, freezing, shared GroupNorm, stage-1 checkpoint loading."""
 import pytest
 import torch
-
 from conftest import EMBED_DIM, N_EMBED
-from vqfast.models.quantart import (BaseVQGAN, GuidedAttention, SGAModule, Stage1CheckpointError,
-                                    Stage1CheckpointNotFound, StyleTransfer)
+from vqfast.models.quantart import (
+    BaseVQGAN,
+    GuidedAttention,
+    SGAModule,
+    Stage1CheckpointError,
+    Stage1CheckpointNotFound,
+    StyleTransfer,
+)
 
 
 def images(b=2, size=16):
@@ -49,7 +54,7 @@ def test_continuous_variant_skips_output_quantisation(dd):
 
 def test_gradient_reaches_model_x2y_only(dd):
     m = stage2(dd)
-    quant_x, quant_y, quant_ref, diff, *_ = m.transfer(images(), images())
+    _, quant_y, _, diff, *_ = m.transfer(images(), images())
     (quant_y.square().mean() + diff).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.model_x2y.parameters())
     for name, module in m.frozen_modules().items():
@@ -127,7 +132,7 @@ def test_wrong_path_and_wrong_shapes_are_named(dd, tmp_path):
 
 # ---- stage 1 ---------------------------------------------------------------------------------------------------
 def test_base_vqgan_parameter_groups(dd):
-    ids = lambda ps: {id(p) for p in ps}  # noqa: E731
+    ids = lambda ps: {id(p) for p in ps}
     full = stage1(dd)
     assert ids(full.ae_parameters()) == ids(p for n, p in full.named_parameters())
     frozen = stage1(dd, freeze_decoder=True)
@@ -135,7 +140,7 @@ def test_base_vqgan_parameter_groups(dd):
     assert not dec & ids(frozen.ae_parameters()) and dec == ids(frozen.frozen_parameters())
     noq = stage1(dd, use_quantize=False)
     assert not ids(noq.quantize.parameters()) & ids(noq.ae_parameters())
-    vq_loss, recon, perplexity, indices = noq.vq_forward(images())
+    vq_loss, recon, _, indices = noq.vq_forward(images())
     assert float(vq_loss) == 0.0 and recon.shape == (2, 3, 16, 16) and indices.shape == (2, 8, 8)
     x = images(1)
     torch.testing.assert_close(noq.encode(x)[0], noq.quant_conv(noq.encoder(x)))

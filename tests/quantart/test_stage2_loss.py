@@ -2,7 +2,6 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
 from vqfast.losses.quantart import Stage2Loss, calc_mean_std, style_loss
 from vqfast.ops import triton_available
 
@@ -68,8 +67,8 @@ def test_style_loss_rejects_a_target_with_grad():
 
 
 def make_loss(**kw):
-    args = dict(disc_start=0, disc_num_layers=0, disc_in_channels=8, disc_ndf=8, disc_factor=0.8,
-                style_weight=10.0, backend="torch")
+    args = {"disc_start": 0, "disc_num_layers": 0, "disc_in_channels": 8, "disc_ndf": 8, "disc_factor": 0.8,
+                "style_weight": 10.0, "backend": "torch"}
     args.update(kw)
     return Stage2Loss(**args)
 
@@ -137,7 +136,7 @@ def test_adaptive_weight_option_uses_the_given_last_layer():
     x = latents(h=8, w=8)
     quant_y = conv(x)
     loss = make_loss(adaptive_disc_weight=True, disc_weight=0.5)
-    total, aeloss, log = loss(torch.tensor(0.0), latents(h=8, w=8), quant_y, latents(h=8, w=8), last_layer=conv.weight)
+    _, aeloss, log = loss(torch.tensor(0.0), latents(h=8, w=8), quant_y, latents(h=8, w=8), last_layer=conv.weight)
     g = -loss.discriminator(quant_y).mean()
     gn = torch.autograd.grad(aeloss, conv.weight, retain_graph=True)[0].norm()
     gg = torch.autograd.grad(g, conv.weight, retain_graph=True)[0].norm()

@@ -2,13 +2,28 @@
 decoder, typed configs, unpaired data, the shipped configs through the engine, and the stylize CLI."""
 import pytest
 import torch
-
 from conftest import DD, EMBED_DIM, N_EMBED
-from vqfast.data.unpaired import ImageStream, UnpairedImages, make_paintings, make_unpaired_domains
-from vqfast.train.config import Config, DataConfig, DDConfig, LossConfig, PerceptualConfig, TrainConfig
+from vqfast.data.unpaired import (
+    ImageStream,
+    UnpairedImages,
+    make_paintings,
+    make_unpaired_domains,
+)
+from vqfast.train.config import (
+    Config,
+    DataConfig,
+    DDConfig,
+    LossConfig,
+    PerceptualConfig,
+    TrainConfig,
+)
 from vqfast.train.errors import CheckpointError, ConfigError
-from vqfast.train.quantart_config import (QuantArtStage1Config, QuantArtStage2Config, Stage2LossConfig,
-                                          parse_model_section)
+from vqfast.train.quantart_config import (
+    QuantArtStage1Config,
+    QuantArtStage2Config,
+    Stage2LossConfig,
+    parse_model_section,
+)
 from vqfast.train.tasks.quantart import QuantArtStage1Task, QuantArtStage2Task
 
 CPU = torch.device("cpu")
@@ -160,7 +175,7 @@ def test_shipped_stage2_config_trains_two_steps_and_stylizes(tmp_path, monkeypat
     assert (run / "checkpoints" / "last.pt").is_file() and list((run / "samples").glob("stylised_step_*.png"))
     assert "style_root: " + str(run / "data" / "style") in (run / "config.yaml").read_text()
     out = tmp_path / "out"
-    style = sorted((run / "data" / "style").iterdir())[0]
+    style = min((run / "data" / "style").iterdir())
     assert stylize_main(["--ckpt", str(run), "--content", str(run / "data" / "val"), "--style", str(style),
                          "--out", str(out), "--device", "cpu"]) == 0
     assert len(list(out.glob("*_stylised.png"))) == len(list((run / "data" / "val").iterdir()))

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw
 from vqfast.data.clips import IMAGE_EXTS, load_frame
 from vqfast.data.synthetic import make_images
 
-__all__ = ["ImageStream", "UnpairedImages", "make_paintings", "make_unpaired_domains", "list_images"]
+__all__ = ["ImageStream", "UnpairedImages", "list_images", "make_paintings", "make_unpaired_domains"]
 
 log = logging.getLogger("vqfast")
 

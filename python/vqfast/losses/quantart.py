@@ -25,14 +25,19 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
-from vqfast.losses.vqperceptual import adopt_weight, calculate_adaptive_weight, hinge_d_loss, vanilla_d_loss
+from vqfast.losses.vqperceptual import (
+    adopt_weight,
+    calculate_adaptive_weight,
+    hinge_d_loss,
+    vanilla_d_loss,
+)
 from vqfast.models.discriminator import NLayerDiscriminator, weights_init
 from vqfast.ops import channel_stats
 
-__all__ = ["Stage2Loss", "calc_mean_std", "style_loss", "content_loss"]
+__all__ = ["Stage2Loss", "calc_mean_std", "content_loss", "style_loss"]
 
 DISC_LOSSES = ("hinge", "vanilla")
 STYLE_EPS = 1e-5

@@ -12,19 +12,28 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Iterator, Literal, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Literal
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from vqfast.errors import VQFastError
 from vqfast.models.taming_autoencoder import Decoder, Encoder
 from vqfast.models.taming_blocks import ResnetBlock, normalize
-from vqfast.models.vqgan import VQModel, load_state_dict_file
+from vqfast.models.vqgan import VQModel
 
-__all__ = ["BaseVQGAN", "SGAModule", "SGABlock", "GuidedAttention", "StyleTransfer", "Stage1CheckpointError",
-           "Stage1CheckpointNotFound", "read_stage1_state_dict"]
+__all__ = [
+    "BaseVQGAN",
+    "GuidedAttention",
+    "SGABlock",
+    "SGAModule",
+    "Stage1CheckpointError",
+    "Stage1CheckpointNotFound",
+    "StyleTransfer",
+    "read_stage1_state_dict",
+]
 
 log = logging.getLogger("vqfast")
 
@@ -316,7 +325,7 @@ class StyleTransfer(nn.Module):
         log.info("StyleTransfer: style encoder_real + quantize_dec + decoder loaded from %s", os.fspath(path))
 
     # ---- modes / parameters ----------------------------------------------------------------------------------
-    def train(self, mode: bool = True) -> "StyleTransfer":
+    def train(self, mode: bool = True) -> StyleTransfer:
         super().train(mode)
         for name in self.frozen_names:  # frozen parts never leave eval mode (no health/BN buffer updates)
             getattr(self, name).eval()

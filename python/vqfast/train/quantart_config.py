@@ -7,7 +7,7 @@ section is ignored by stage 2. Unknown keys are rejected by the shared loader, n
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal
 
 from vqfast.train.config import DDConfig
 from vqfast.train.errors import ConfigError
@@ -29,9 +29,9 @@ class QuantArtStage1Config:
     """False: no quantizer in the forward; the codebook loss is 0."""
     freeze_decoder: bool = False
     """True: decoder and post_quant_conv are left out of opt_ae (they still run)."""
-    ckpt_quantize: Optional[str] = None
+    ckpt_quantize: str | None = None
     """With freeze_decoder: checkpoint whose ``quantize.*`` keys initialise the quantizer."""
-    ckpt_path: Optional[str] = None
+    ckpt_path: str | None = None
     """taming/QuantArt checkpoint to fine-tune from (QuantArt: logs/vqgan_imagenet_f16_1024.ckpt)."""
     ignore_keys: list[str] = field(default_factory=list)
     ddconfig: DDConfig = field(default_factory=DDConfig)
@@ -64,7 +64,7 @@ class Stage2LossConfig:
     use_actnorm: bool = False
     disc_ndf: int = 64
     disc_loss: Literal["hinge", "vanilla"] = "hinge"
-    identity_weight: Optional[float] = None
+    identity_weight: float | None = None
     """null (QuantArt code): the identity term uses reverse_weight. A number: seed S0's separate λ_id."""
     adaptive_disc_weight: bool = False
     """false (QuantArt code): d_weight = disc_weight. true (seed S0): taming's adaptive weight, taken on the last
@@ -84,10 +84,10 @@ class QuantArtStage2Config:
     embed_dim: int = 256
     beta: float = 0.25
     legacy: bool = True
-    checkpoint_encoder: Optional[str] = None
+    checkpoint_encoder: str | None = None
     """Content-domain stage-1 checkpoint (encoder, quant_conv, quantize → quantize_enc). Unset: random weights
     and a warning."""
-    checkpoint_decoder: Optional[str] = None
+    checkpoint_decoder: str | None = None
     """Style-domain stage-1 checkpoint (encoder → encoder_real, quant_conv → quant_conv_real,
     quantize → quantize_dec, decoder, post_quant_conv). Unset: random weights and a warning."""
     require_checkpoints: bool = False
@@ -99,7 +99,7 @@ class QuantArtStage2Config:
     variant: Literal["quantized", "continuous"] = "quantized"
     """quantized (QuantArt vqgan_ref): output re-quantised with quantize_dec (straight-through).
     continuous (vqgan_ref_continuous): un-quantised features in and out, zero codebook loss."""
-    style_root: Optional[str] = None
+    style_root: str | None = None
     """Folder of style images; ``data.root`` holds the content images. Unset: flat-colour synthetic
     'paintings' are generated under run_dir/data/style."""
     synthetic_style_images: int = 16
