@@ -303,11 +303,13 @@ class StarGANLatentTask:
         from vqfast.train.stargan_samples import SampleRenderer, tile_rows
 
         vis = self.cfg.visualization
+        if self.pool is None:
+            raise ValueError("sample() needs the data: call ensure_dataset(run_dir) and build_loader() first")
         if self.renderer is None:
             self.renderer = SampleRenderer(vis.vae_path, vis.vae_subfolder, self.cfg.training.latent_scale,
                                            self.device)
         heldout = self._heldout()
-        content, y_src = heldout["content"], heldout["y_src"]
+        content = heldout["content"]                                              # (k, C, H, W) scaled
         k = content.shape[0]
         g = torch.Generator().manual_seed(vis.random_noise_seed)
         was = self.nets.training
@@ -328,7 +330,6 @@ class StarGANLatentTask:
         save_png(image, path)
         if writer is not None:
             writer.image(f"samples/content|ref,ref_out,lat_out per domain ({self.renderer.kind})", image, step)
-        del y_src
         return path
 
     def _heldout(self) -> dict[str, torch.Tensor]:
