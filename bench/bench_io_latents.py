@@ -166,8 +166,54 @@ def _cpu_seconds() -> float:
     return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
 
 
+def _rss_kb(pid: str) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _tree_rss_mb() -> float:
+    """RSS of this process plus its children (DataLoader workers), in MiB (Linux /proc)."""
+    total = _rss_kb("self")
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/children") as f:
+                total += sum(_rss_kb(c) for c in f.read().split())
+    except OSError:
+        pass
+    return total / 1024
+
+
+class RssSampler:
+    """Peak RSS of the process tree, sampled every 10 ms on a thread, while active."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.base = _tree_rss_mb()
+        self.peak = self.base
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, _tree_rss_mb())
+
+    def stop(self) -> Dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        return {"rss_before_mb": self.base, "peak_tree_rss_mb": self.peak}
+
+
 def run_epoch(name: str, paths: List[str], order: List[int]) -> Dict:
     """One epoch; metrics plus a digest (ids, first value of every row, the whole first batch)."""
+    sampler = RssSampler()
     cpu0 = _cpu_seconds()
     t0 = time.perf_counter()
     it = provider_iter(name, paths, order)
@@ -195,7 +241,9 @@ def run_epoch(name: str, paths: List[str], order: List[int]) -> Dict:
     cpu = _cpu_seconds() - cpu0
     steady = (n - t5[1]) / (time.perf_counter() - t5[0]) if t5 and n > t5[1] else n / total
     w = np.array(waits[1:] or waits) * 1e3
+    rss = sampler.stop()
     return {
+        **rss,
         "provider": name,
         "samples": n,
         "seconds": total,
@@ -282,13 +330,11 @@ def _child(provider: str, cache: str) -> None:
     order = epoch_order(paths)
     if cache == "cold":
         evict(paths)
-    r = run_epoch(provider, paths, order)
+    r = run_epoch(provider, paths, order)  # RSS is sampled during the epoch only
     digest = r.pop("digest")
     ref = reference_digest(paths, order)
     assert_same(digest, ref, provider)
     r["cache"] = cache
-    r["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    r["peak_rss_children_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print("RESULT " + json.dumps(r))
 
 
@@ -314,7 +360,7 @@ def main() -> None:
             rows.append(r)
             print(f"{cache:4s} {provider:8s} {r['samples_per_s']:9.0f} samples/s (steady {r['steady_samples_per_s']:8.0f})"
                   f"  first {r['first_batch_ms']:7.1f} ms  wait p50 {r['wait_p50_ms']:6.2f} p95 {r['wait_p95_ms']:6.2f} ms"
-                  f"  cpu {r['cpu_s']:6.1f} s  peak RSS {r['peak_rss_mb']:6.0f} MB (+children {r['peak_rss_children_mb']:5.0f})",
+                  f"  cpu {r['cpu_s']:6.1f} s  peak RSS (process tree) {r['peak_tree_rss_mb']:6.0f} MB (before {r['rss_before_mb']:4.0f})",
                   flush=True)
     out_json = os.environ.get("VQFAST_BENCH_IO_JSON")
     if out_json:

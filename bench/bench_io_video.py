@@ -1,0 +1,237 @@
+"""Video clips from JPEG frame folders: vqfast.io.VideoClipLoader vs DataLoader + PIL.
+
+Providers (same clips: the baseline consumes VideoClipLoader.epoch_plan(); equal thread budget
+N = VQFAST_BENCH_IO_THREADS):
+  vqfast   VideoClipLoader(num_threads=N): zune-jpeg decode, cover-resize + centre crop in Rust.
+  dl_pil   map-style Dataset decoding with PIL (draft mode), the same cover size (bilinear) and
+           centre crop, in DataLoader(num_workers=N).
+Output check: identical clip list (video, first frame) and pixels within JPEG-decoder tolerance
+(libjpeg-turbo vs zune-jpeg differ by a few LSB; both resize with the same bilinear filter).
+
+Sizes (defaults are CI-small): VQFAST_BENCH_IO_VIDEOS (8), VQFAST_BENCH_IO_FRAMES (20),
+VQFAST_BENCH_IO_SRC ("240x320" source frames, HxW), VQFAST_BENCH_IO_T (8), VQFAST_BENCH_IO_SIZE (128),
+VQFAST_BENCH_IO_CLIP_BATCH (4), VQFAST_BENCH_IO_THREADS (2), VQFAST_BENCH_IO_STEP_MS (0).
+The target run (T=16, 256^2, B=8, each provider in a fresh process):
+  VQFAST_BENCH_IO_VIDEOS=96 VQFAST_BENCH_IO_FRAMES=40 VQFAST_BENCH_IO_T=16 VQFAST_BENCH_IO_SIZE=256 \
+  VQFAST_BENCH_IO_CLIP_BATCH=8 python bench/bench_io_video.py
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Dict, List, Tuple
+
+import numpy as np
+import pytest
+import torch
+
+VIDEOS = int(os.environ.get("VQFAST_BENCH_IO_VIDEOS", "8"))
+FRAMES = int(os.environ.get("VQFAST_BENCH_IO_FRAMES", "20"))
+SRC_H, SRC_W = (int(v) for v in os.environ.get("VQFAST_BENCH_IO_SRC", "240x320").split("x"))
+T = int(os.environ.get("VQFAST_BENCH_IO_T", "8"))
+SIZE = int(os.environ.get("VQFAST_BENCH_IO_SIZE", "128"))
+BATCH = int(os.environ.get("VQFAST_BENCH_IO_CLIP_BATCH", "4"))
+THREADS = int(os.environ.get("VQFAST_BENCH_IO_THREADS", "2"))
+STEP_MS = float(os.environ.get("VQFAST_BENCH_IO_STEP_MS", "0"))
+ROUNDS = int(os.environ.get("VQFAST_BENCH_IO_ROUNDS", "1"))
+SEED, EPOCH = 0, 1
+PROVIDERS = ["vqfast", "dl_pil"]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench_io_latents (RSS sampler)
+
+
+def frames_root() -> str:
+    base = os.environ.get("VQFAST_BENCH_IO_DIR") or os.path.join(tempfile.gettempdir(), "vqfast-bench-io")
+    return os.path.join(base, f"frames_{VIDEOS}x{FRAMES}_{SRC_H}x{SRC_W}")
+
+
+def make_frames() -> str:
+    """JPEG frame folders with smooth moving content plus texture (realistic compression)."""
+    from PIL import Image
+
+    root = frames_root()
+    if os.path.exists(os.path.join(root, "COMPLETE")):
+        return root
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:SRC_H, 0:SRC_W].astype(np.float32)
+    texture = rng.normal(0, 12, (SRC_H, SRC_W, 3)).astype(np.float32)
+    for v in range(VIDEOS):
+        d = os.path.join(root, f"video_{v:04d}")
+        os.makedirs(d, exist_ok=True)
+        phase = rng.uniform(0, 6.28, 3)
+        for i in range(FRAMES):
+            img = np.stack([128 + 90 * np.sin(xx / (23 + 7 * c) + yy / (31 + 5 * c) + phase[c] + i * 0.15) for c in range(3)], -1)
+            img = np.clip(img + texture, 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(os.path.join(d, f"{i:06d}.jpg"), quality=90)
+    open(os.path.join(root, "COMPLETE"), "w").close()
+    return root
+
+
+def cover(h: int, w: int) -> Tuple[int, int]:
+    s = max(SIZE / h, SIZE / w)
+    return max(SIZE, round(h * s)), max(SIZE, round(w * s))
+
+
+class _PilClips(torch.utils.data.Dataset):
+    def __init__(self, plan: List[Tuple[str, int]]) -> None:
+        self.plan = plan
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        video, start = self.plan[i]
+        names = sorted(os.listdir(video))
+        out = np.empty((T, SIZE, SIZE, 3), np.uint8)  # (T, H, W, C)
+        for t in range(T):
+            im = Image.open(os.path.join(video, names[start + t]))
+            w, h = im.size
+            rh, rw = cover(h, w)
+            im.draft("RGB", (rw, rh))
+            im = im.convert("RGB")
+            if im.size != (rw, rh):
+                im = im.resize((rw, rh), Image.BILINEAR)
+            top, left = (rh - SIZE) // 2, (rw - SIZE) // 2
+            out[t] = np.asarray(im)[top:top + SIZE, left:left + SIZE]
+        return torch.from_numpy(out), i
+
+
+def _worker_init(_):
+    torch.set_num_threads(1)
+
+
+def provider_iter(name: str, root: str, plan: List[Tuple[str, int]]):
+    if name == "vqfast":
+        from vqfast.io import VideoClipLoader
+
+        loader = VideoClipLoader(root, clip_len=T, size=SIZE, batch_size=BATCH, seed=SEED, num_threads=THREADS,
+                                 prefetch=4)
+        loader.set_epoch(EPOCH)
+        for frames, paths in loader:
+            yield frames, paths
+    elif name == "dl_pil":
+        dl = torch.utils.data.DataLoader(_PilClips(plan), batch_size=BATCH, num_workers=THREADS, drop_last=True,
+                                         prefetch_factor=2, worker_init_fn=_worker_init)
+        for frames, idx in dl:
+            yield frames, [plan[i][0] for i in idx.tolist()]
+    else:
+        raise ValueError(f"unknown provider {name!r}; allowed: {PROVIDERS}")
+
+
+def epoch_plan(root: str) -> List[Tuple[str, int]]:
+    from vqfast.io import VideoClipLoader
+
+    loader = VideoClipLoader(root, clip_len=T, size=SIZE, batch_size=BATCH, seed=SEED, num_threads=1)
+    return loader.epoch_plan(EPOCH)
+
+
+def _cpu_seconds() -> float:
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+
+
+def run_epoch(name: str, root: str, plan) -> Dict:
+    from bench_io_latents import RssSampler
+
+    sampler = RssSampler()
+    cpu0 = _cpu_seconds()
+    t0 = time.perf_counter()
+    it = provider_iter(name, root, plan)
+    waits, paths, sample, t_first, n = [], [], None, None, 0
+    while True:
+        tw = time.perf_counter()
+        try:
+            frames, ps = next(it)
+        except StopIteration:
+            break
+        waits.append(time.perf_counter() - tw)
+        if t_first is None:
+            t_first = time.perf_counter() - t0
+            sample = frames.clone()
+        paths.extend(ps)
+        n += frames.shape[0]
+        if STEP_MS:
+            time.sleep(STEP_MS / 1000)
+    total = time.perf_counter() - t0
+    del it
+    w = np.array(waits[1:] or waits) * 1e3
+    return {
+        **sampler.stop(),
+        "provider": name, "clips": n, "seconds": total, "clips_per_s": n / total,
+        "frames_per_s": n * T / total, "first_batch_ms": (t_first or 0) * 1e3,
+        "wait_p50_ms": float(np.percentile(w, 50)), "wait_p95_ms": float(np.percentile(w, 95)),
+        "cpu_s": _cpu_seconds() - cpu0, "digest": {"paths": paths, "first": sample},
+    }
+
+
+def assert_close_to_baseline(digest: Dict, ref: Dict, name: str) -> Dict:
+    assert digest["paths"] == ref["paths"], f"{name}: clip order differs from the baseline"
+    diff = (digest["first"].int() - ref["first"].int()).abs().float()
+    stats = {"mean_abs_diff": float(diff.mean()), "p999_abs_diff": float(diff.flatten().quantile(0.999))}
+    # JPEG decoders (libjpeg-turbo vs zune-jpeg) differ by a few LSB; anything structural would be >> this.
+    assert stats["mean_abs_diff"] < 1.5 and stats["p999_abs_diff"] <= 12, f"{name}: pixels differ: {stats}"
+    return stats
+
+
+@pytest.fixture(scope="module")
+def data():
+    root = make_frames()
+    plan = epoch_plan(root)
+    ref = run_epoch("dl_pil", root, plan)["digest"]
+    return root, plan, ref
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_video_epoch(benchmark, data, provider):
+    root, plan, ref = data
+    results = []
+    benchmark.group = f"video clips T={T} {SIZE}^2 B={BATCH} from {SRC_H}x{SRC_W} JPEG, N={THREADS}"
+    benchmark.pedantic(lambda: results.append(run_epoch(provider, root, plan)), rounds=ROUNDS, iterations=1)
+    r = results[-1]
+    r.update(assert_close_to_baseline(r.pop("digest"), ref, provider))
+    benchmark.extra_info.update({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()})
+
+
+def _child(provider: str) -> None:
+    root = make_frames()
+    plan = epoch_plan(root)
+    r = run_epoch(provider, root, plan)
+    digest = r.pop("digest")
+    torch.save({"paths": digest["paths"], "first": digest["first"]}, os.path.join(root, f"digest_{provider}.pt"))
+    print("RESULT " + json.dumps(r))
+
+
+def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--child":
+        _child(sys.argv[2])
+        return
+    root = make_frames()
+    print(f"# {VIDEOS} videos x {FRAMES} JPEG frames {SRC_H}x{SRC_W}, T={T}, {SIZE}^2, B={BATCH}, N={THREADS}", flush=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    rows = []
+    for provider in ["dl_pil", "vqfast"]:
+        out = subprocess.run([sys.executable, __file__, "--child", provider], env=env, check=True, capture_output=True,
+                             text=True).stdout
+        r = json.loads([l for l in out.splitlines() if l.startswith("RESULT ")][-1][7:])
+        rows.append(r)
+        print(f"{provider:7s} {r['clips_per_s']:7.1f} clips/s ({r['frames_per_s']:6.0f} frames/s)  first {r['first_batch_ms']:7.1f} ms"
+              f"  wait p50 {r['wait_p50_ms']:7.1f} p95 {r['wait_p95_ms']:7.1f} ms  cpu {r['cpu_s']:5.1f} s"
+              f"  peak RSS (tree) {r['peak_tree_rss_mb']:5.0f} MB (before {r['rss_before_mb']:4.0f})", flush=True)
+    ref = torch.load(os.path.join(root, "digest_dl_pil.pt"), weights_only=True)
+    got = torch.load(os.path.join(root, "digest_vqfast.pt"), weights_only=True)
+    print("# output check vs dl_pil:", assert_close_to_baseline(got, ref, "vqfast"))
+    out_json = os.environ.get("VQFAST_BENCH_IO_JSON")
+    if out_json:
+        with open(out_json, "w") as f:
+            json.dump({"videos": VIDEOS, "frames": FRAMES, "src": [SRC_H, SRC_W], "T": T, "size": SIZE, "batch": BATCH,
+                       "threads": THREADS, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
