@@ -1,13 +1,12 @@
 """Tiny DinoVQ builders shared by the DinoVQ tests (CPU, torch backend, seconds per test)."""
 import pytest
 import torch
-
 from vqfast.models.dinovq import DinoVQModel
 
-TINY = dict(img_size=32, patch_size=8, encoder_embed_dim=32, encoder_depth=1, encoder_num_heads=2,
-            num_register_tokens=1, codebook_size=16, dino_decoder_depth=1, dino_decoder_num_heads=2, dino_dim=24,
-            image_decoder_dim=32, image_decoder_depth=1, image_decoder_num_heads=2, backend="torch",
-            kmeans_iters=3, disc_dim=8, disc_num_layers=2)
+TINY = {"img_size": 32, "patch_size": 8, "encoder_embed_dim": 32, "encoder_depth": 1, "encoder_num_heads": 2,
+            "num_register_tokens": 1, "codebook_size": 16, "dino_decoder_depth": 1, "dino_decoder_num_heads": 2, "dino_dim": 24,
+            "image_decoder_dim": 32, "image_decoder_depth": 1, "image_decoder_num_heads": 2, "backend": "torch",
+            "kmeans_iters": 3, "disc_dim": 8, "disc_num_layers": 2}
 
 
 def tiny_model(**overrides) -> DinoVQModel:

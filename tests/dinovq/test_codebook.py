@@ -1,11 +1,10 @@
 """DinoVQ codebook: k-means init on the first training batch, usage / dead-code metrics, restarts."""
 import torch
-
 from conftest import tiny_model
 
 
 def test_kmeans_init_on_first_batch(batch):
-    imgs, feats = batch
+    imgs, _feats = batch
     model = tiny_model(kmeans_init=True, codebook_size=8, codebook_dim=6)
     before = model.quantize.embedding.weight.clone()
     assert not bool(model.quantize.initted)

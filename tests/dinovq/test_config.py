@@ -1,6 +1,5 @@
 """DinoVQModelConfig (typed, unknown keys rejected) and the shipped dinovq configs."""
 import pytest
-
 from vqfast.train.dinovq_config import DinoVQModelConfig
 from vqfast.train.errors import ConfigError
 

@@ -2,12 +2,11 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import tiny_model
 from vqfast.errors import InputError
 from vqfast.losses.dinovq import DISCRIMINATOR_KEYS, GENERATOR_KEYS
 
-WEIGHTS = dict(dino_loss_weight=2.0, recon_loss_weight=0.7, vq_loss_weight=0.5)
+WEIGHTS = {"dino_loss_weight": 2.0, "recon_loss_weight": 0.7, "vq_loss_weight": 0.5}
 
 
 def _cos_loss(pred, target):
@@ -133,7 +132,7 @@ def test_perceptual_term_weighted(batch):
 
 
 def test_residual_grad_option(batch):
-    imgs, feats = batch
+    imgs, _feats = batch
     grads = {}
     for mode in ("none", "encoder"):
         model = tiny_model(residual_grad=mode).eval()

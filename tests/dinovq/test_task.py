@@ -4,8 +4,11 @@ import json
 
 import pytest
 import torch
-
-from vqfast.data.dino import RandomViTTeacher, TeacherUnavailableError, make_dino_dataset
+from vqfast.data.dino import (
+    RandomViTTeacher,
+    TeacherUnavailableError,
+    make_dino_dataset,
+)
 
 CPU = ["train.device=cpu", "train.max_steps=2", "train.log_every=1", "train.progress=false"]
 

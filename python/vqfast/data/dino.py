@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Optional, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from vqfast.data.clips import IMAGE_EXTS, _natural_key, load_frame
 
@@ -44,7 +45,7 @@ class TeacherUnavailableError(FileNotFoundError):
     """No DINO teacher features can be obtained with the given settings; the message names the options."""
 
 
-def teacher_options_help(root: Optional[str] = None) -> str:
+def teacher_options_help(root: str | None = None) -> str:
     where = f"{Path(root) / SHARD_DIR}" if root else f"<data.root>/{SHARD_DIR}"
     return ("DinoVQ needs DINO teacher features. Options: (1) precompute shards with "
             f"`python -m vqfast.tools.dino_features --root <data.root> --teacher dinov2_hub --hub-dir <dir> "
@@ -80,7 +81,7 @@ class RandomViTTeacher(nn.Module):
         self.name = f"random_vit(dim={dim},depth={depth},seed={seed})"
         _freeze(self)
 
-    def train(self, mode: bool = True) -> "RandomViTTeacher":
+    def train(self, mode: bool = True) -> RandomViTTeacher:
         return super().train(False)
 
     @torch.no_grad()
@@ -102,7 +103,7 @@ class FrozenBackboneTeacher(nn.Module):
         self.register_buffer("net_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), False)
         self.register_buffer("net_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), False)
 
-    def train(self, mode: bool = True) -> "FrozenBackboneTeacher":
+    def train(self, mode: bool = True) -> FrozenBackboneTeacher:
         return super().train(False)
 
     @torch.no_grad()
@@ -130,9 +131,9 @@ def _load_state(path: str) -> dict:
     return {k.removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()}
 
 
-def build_teacher(kind: str, *, img_size: Sequence[int], grid: tuple[int, int], hub_dir: Optional[str] = None,
-                  hub_model: str = "dinov2_vitb14", timm_model: Optional[str] = None,
-                  checkpoint: Optional[str] = None, teacher_patch: int = 14,
+def build_teacher(kind: str, *, img_size: Sequence[int], grid: tuple[int, int], hub_dir: str | None = None,
+                  hub_model: str = "dinov2_vitb14", timm_model: str | None = None,
+                  checkpoint: str | None = None, teacher_patch: int = 14,
                   input_mean: Sequence[float] = (0.5, 0.5, 0.5), input_std: Sequence[float] = (0.5, 0.5, 0.5),
                   random_dim: int = 64, random_depth: int = 2, random_heads: int = 4, seed: int = 0) -> nn.Module:
     """An online teacher of ``kind`` in ("dinov2_hub", "timm", "random"); raises TeacherUnavailableError."""
@@ -191,7 +192,7 @@ def find_feature_shards(root: str | os.PathLike) -> list[Path]:
 def _read_shard(path: Path) -> dict:
     try:
         from vqfast.io import load_pt
-    except Exception:  # extension missing or broken: the Python path still works
+    except (ImportError, OSError):  # extension missing or broken: torch.load still works
         load_pt = None
     if load_pt is not None:
         return load_pt(path)

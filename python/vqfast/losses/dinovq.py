@@ -19,8 +19,8 @@ a non-finite λ_a becomes 0 unless ``nonfinite_adaptive_to_zero=False`` (SPEC §
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from vqfast.errors import InputError
 from vqfast.losses.vqperceptual import calculate_adaptive_weight, hinge_d_loss

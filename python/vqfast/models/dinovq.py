@@ -26,11 +26,11 @@ also repeats the EMA update) without building a graph.
 from __future__ import annotations
 
 import logging
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from vqfast.errors import InputError
 from vqfast.losses.dinovq import UPDATE_TYPES, DinoVQLoss
@@ -46,7 +46,7 @@ class DinoFeatureDecoder(nn.Module):
     """Codes (B, L, D) → predicted teacher features (B, L, dino_dim)."""
 
     def __init__(self, in_dim: int, dim: int, depth: int, num_heads: int, out_dim: int, grid, pos_embed: PosEmbed,
-                 rope_base: float, ffn_ratio: float, layerscale_init: Optional[float]):
+                 rope_base: float, ffn_ratio: float, layerscale_init: float | None):
         super().__init__()
         self.proj_in = nn.Linear(in_dim, dim)
         self.transformer = TokenTransformer(dim, depth, num_heads, grid, pos_embed=pos_embed, rope_base=rope_base,
@@ -72,7 +72,7 @@ class ImageDecoder(nn.Module):
     """Tokens (B, L, dim) → transformer → per-token p×p×C pixels → (B, C, H, W)."""
 
     def __init__(self, dim: int, depth: int, num_heads: int, grid, patch_size: int, out_chans: int,
-                 pos_embed: PosEmbed, rope_base: float, ffn_ratio: float, layerscale_init: Optional[float]):
+                 pos_embed: PosEmbed, rope_base: float, ffn_ratio: float, layerscale_init: float | None):
         super().__init__()
         self.grid, self.patch_size, self.out_chans = tuple(grid), patch_size, out_chans
         self.transformer = TokenTransformer(dim, depth, num_heads, grid, pos_embed=pos_embed, rope_base=rope_base,
@@ -94,21 +94,21 @@ class DinoVQModel(nn.Module):
                  # encoder (ViT)
                  encoder_embed_dim: int = 768, encoder_depth: int = 12, encoder_num_heads: int = 12,
                  ffn_ratio: float = 4.0, num_register_tokens: int = 4, pos_embed: PosEmbed = "rope",
-                 pos_embed_rope_base: float = 100.0, layerscale_init: Optional[float] = 1e-5,
+                 pos_embed_rope_base: float = 100.0, layerscale_init: float | None = 1e-5,
                  # VQ
-                 codebook_size: int = 8192, codebook_dim: Optional[int] = None, vq_decay: float = 0.99,
+                 codebook_size: int = 8192, codebook_dim: int | None = None, vq_decay: float = 0.99,
                  vq_eps: float = 1e-5, vq_commitment_weight: float = 0.25, kmeans_init: bool = True,
                  kmeans_iters: int = 20, restart_dead_codes: bool = True, dead_code_steps: int = 100,
                  l2_normalize_codes: bool = False, residual_grad: str = "none", backend: str = "auto",
                  precision: str = "ieee",
                  # DINO decoder
-                 dino_decoder_depth: int = 8, dino_decoder_num_heads: int = 12, dino_decoder_dim: Optional[int] = None,
+                 dino_decoder_depth: int = 8, dino_decoder_num_heads: int = 12, dino_decoder_dim: int | None = None,
                  dino_dim: int = 768,
                  # image decoder
                  image_decoder_dim: int = 512, image_decoder_depth: int = 8, image_decoder_num_heads: int = 8,
                  # losses (seed API)
                  dino_loss_weight: float = 1.0, recon_loss_weight: float = 1.0, vq_loss_weight: float = 1.0,
-                 use_perceptual: bool = False, perceptual_weight: float = 1.0, vgg_ckpt_path: Optional[str] = None,
+                 use_perceptual: bool = False, perceptual_weight: float = 1.0, vgg_ckpt_path: str | None = None,
                  perceptual_backbone: str = "imagenet", use_gan: bool = False, disc_start: int = 10000,
                  disc_weight: float = 0.5, disc_dim: int = 64, disc_num_layers: int = 3,
                  disc_adaptive_weight: bool = False, nonfinite_adaptive_to_zero: bool = True):
@@ -157,7 +157,7 @@ class DinoVQModel(nn.Module):
         return self.loss_fn.use_gan
 
     @property
-    def discriminator(self) -> Optional[nn.Module]:
+    def discriminator(self) -> nn.Module | None:
         return self.loss_fn.discriminator
 
     @property
@@ -221,7 +221,7 @@ class DinoVQModel(nn.Module):
         return losses, out
 
     def compute_loss(self, imgs: torch.Tensor, dino_features_gt: torch.Tensor, update_type: str = "generator",
-                     global_step: int = 0, *, reconstructed_imgs: Optional[torch.Tensor] = None) -> dict:
+                     global_step: int = 0, *, reconstructed_imgs: torch.Tensor | None = None) -> dict:
         """Seed-004 API. ``update_type="generator"``: total_loss and the unweighted/weighted terms.
         ``"discriminator"``: disc_loss, disc_weight, logits_real, logits_fake (zeros without GAN);
         pass ``reconstructed_imgs`` (the G-phase x̂) to skip the reference's second forward."""

@@ -9,11 +9,11 @@ augmentation (shift/jitter/rescale) is not implemented. Prefix tokens (cls, regi
 from __future__ import annotations
 
 import math
-from typing import Literal, Optional
+from typing import Literal
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from vqfast.errors import InputError
 
@@ -68,7 +68,7 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
 
-    def forward(self, x: torch.Tensor, rope: Optional[tuple] = None, n_prefix: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: tuple | None = None, n_prefix: int = 0) -> torch.Tensor:
         B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # (B, heads, N, hd)
@@ -80,7 +80,7 @@ class Attention(nn.Module):
 
 
 class LayerScale(nn.Module):
-    def __init__(self, dim: int, init: Optional[float]):
+    def __init__(self, dim: int, init: float | None):
         super().__init__()
         self.gamma = nn.Parameter(torch.full((dim,), float(init))) if init else None
 
@@ -91,7 +91,7 @@ class LayerScale(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block: x + ls1(attn(norm1 x)); x + ls2(mlp(norm2 x))."""
 
-    def __init__(self, dim: int, num_heads: int, ffn_ratio: float = 4.0, layerscale_init: Optional[float] = 1e-5,
+    def __init__(self, dim: int, num_heads: int, ffn_ratio: float = 4.0, layerscale_init: float | None = 1e-5,
                  bias: bool = True):
         super().__init__()
         hidden = int(dim * ffn_ratio)
@@ -102,7 +102,7 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, hidden, bias=bias), nn.GELU(), nn.Linear(hidden, dim, bias=bias))
         self.ls2 = LayerScale(dim, layerscale_init)
 
-    def forward(self, x: torch.Tensor, rope: Optional[tuple] = None, n_prefix: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: tuple | None = None, n_prefix: int = 0) -> torch.Tensor:
         x = x + self.ls1(self.attn(self.norm1(x), rope, n_prefix))
         return x + self.ls2(self.mlp(self.norm2(x)))
 
@@ -113,7 +113,7 @@ class TokenTransformer(nn.Module):
     DinoVQ decoders."""
 
     def __init__(self, dim: int, depth: int, num_heads: int, grid: tuple[int, int], *, pos_embed: PosEmbed = "rope",
-                 rope_base: float = 100.0, ffn_ratio: float = 4.0, layerscale_init: Optional[float] = 1e-5,
+                 rope_base: float = 100.0, ffn_ratio: float = 4.0, layerscale_init: float | None = 1e-5,
                  num_register_tokens: int = 0, bias: bool = True):
         super().__init__()
         if pos_embed not in POS_EMBEDS:
@@ -128,7 +128,7 @@ class TokenTransformer(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, L, _ = x.shape  # (B, L, dim)
+        B, _L, _ = x.shape  # (B, L, dim)
         if self.pos_embed is not None:
             x = x + self.pos_embed
         n_prefix = 0
@@ -166,7 +166,7 @@ class ViTEncoder(nn.Module):
 
     def __init__(self, img_size: tuple[int, int], patch_size: int, in_chans: int, dim: int, depth: int,
                  num_heads: int, *, pos_embed: PosEmbed = "rope", rope_base: float = 100.0, ffn_ratio: float = 4.0,
-                 layerscale_init: Optional[float] = 1e-5, num_register_tokens: int = 0, bias: bool = True):
+                 layerscale_init: float | None = 1e-5, num_register_tokens: int = 0, bias: bool = True):
         super().__init__()
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, dim)
         self.grid = self.patch_embed.grid

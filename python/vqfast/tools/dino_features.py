@@ -12,7 +12,11 @@ import argparse
 import logging
 import sys
 
-from vqfast.data.dino import TeacherUnavailableError, build_teacher, write_feature_shards
+from vqfast.data.dino import (
+    TeacherUnavailableError,
+    build_teacher,
+    write_feature_shards,
+)
 
 log = logging.getLogger("vqfast")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal
 
 from vqfast.train.errors import ConfigError
 
@@ -22,15 +22,15 @@ class DinoTeacherConfig:
     """auto: shards under ``<feature_root or data.root>/dino_features`` if present, else dinov2_hub if hub_dir
     is set, else timm if timm_model is set, else the random teacher when data.root was generated under the
     run directory; otherwise an error naming the options."""
-    feature_root: Optional[str] = None
+    feature_root: str | None = None
     """Folder whose ``dino_features/`` holds precomputed shards (default: data.root)."""
-    hub_dir: Optional[str] = None
+    hub_dir: str | None = None
     """Local clone of facebookresearch/dinov2 (torch.hub source='local'; nothing is downloaded)."""
     hub_model: str = "dinov2_vitb14"
-    timm_model: Optional[str] = None
-    checkpoint: Optional[str] = None
+    timm_model: str | None = None
+    checkpoint: str | None = None
     """Teacher weights file (torch.load weights_only)."""
-    random_dim: Optional[int] = None
+    random_dim: int | None = None
     """Random teacher width (default: model.dino_dim)."""
     random_depth: int = 2
     random_heads: int = 4
@@ -53,10 +53,10 @@ class DinoVQModelConfig:
     num_register_tokens: int = 4
     pos_embed: Literal["rope", "learned"] = "rope"
     pos_embed_rope_base: float = 100.0
-    layerscale_init: Optional[float] = 1e-5
+    layerscale_init: float | None = 1e-5
     # VQ
     codebook_size: int = 8192
-    codebook_dim: Optional[int] = None
+    codebook_dim: int | None = None
     """None = encoder_embed_dim; otherwise linear project-in/out around the quantiser."""
     vq_decay: float = 0.99
     vq_eps: float = 1e-5
@@ -75,7 +75,7 @@ class DinoVQModelConfig:
     # DINO decoder
     dino_decoder_depth: int = 8
     dino_decoder_num_heads: int = 12
-    dino_decoder_dim: Optional[int] = None
+    dino_decoder_dim: int | None = None
     dino_dim: int = 768
     # image decoder
     image_decoder_dim: int = 512
@@ -87,9 +87,9 @@ class DinoVQModelConfig:
     vq_loss_weight: float = 1.0
     use_perceptual: bool = False
     perceptual_weight: float = 1.0
-    vgg_ckpt_path: Optional[str] = None
+    vgg_ckpt_path: str | None = None
     """VGG16 weights for LPIPS (default: perceptual.backbone_path / the torch hub cache)."""
-    perceptual_backbone: Optional[Literal["imagenet", "random"]] = None
+    perceptual_backbone: Literal["imagenet", "random"] | None = None
     """Default: perceptual.backbone."""
     use_gan: bool = False
     disc_start: int = 10000
@@ -139,7 +139,7 @@ class DinoVQModelConfig:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict, where: str = "<dict>") -> "DinoVQModelConfig":
+    def from_dict(cls, data: dict, where: str = "<dict>") -> DinoVQModelConfig:
         """Build from a mapping; every unknown or mistyped key is reported in one ConfigError."""
         from vqfast.train.schema import from_dict, raise_if
         errors: list[str] = []

@@ -25,8 +25,13 @@ from pathlib import Path
 
 import torch
 
-from vqfast.data.dino import DinoFeatureStore, TeacherUnavailableError, build_teacher, find_feature_shards, \
-    teacher_options_help
+from vqfast.data.dino import (
+    DinoFeatureStore,
+    TeacherUnavailableError,
+    build_teacher,
+    find_feature_shards,
+    teacher_options_help,
+)
 from vqfast.losses.dinovq import DISCRIMINATOR_KEYS
 from vqfast.models.dinovq import DinoVQModel
 from vqfast.train.dinovq_config import DinoVQModelConfig
