@@ -198,34 +198,48 @@ def test_video_epoch(benchmark, data, provider):
     benchmark.extra_info.update({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()})
 
 
-def _child(provider: str) -> None:
+def frame_files(root: str) -> List[str]:
+    return [os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs if f.endswith(".jpg")]
+
+
+def _child(provider: str, cache: str) -> None:
+    from bench_io_latents import evict
+
     root = make_frames()
     plan = epoch_plan(root)
+    if cache == "cold":
+        evict(frame_files(root))
     r = run_epoch(provider, root, plan)
+    r["cache"] = cache
     digest = r.pop("digest")
-    torch.save({"paths": digest["paths"], "first": digest["first"]}, os.path.join(root, f"digest_{provider}.pt"))
+    torch.save({"paths": digest["paths"], "first": digest["first"]}, os.path.join(root, f"digest_{provider}_{cache}.pt"))
     print("RESULT " + json.dumps(r))
 
 
 def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] == "--child":
-        _child(sys.argv[2])
+    if len(sys.argv) == 4 and sys.argv[1] == "--child":
+        _child(sys.argv[2], sys.argv[3])
         return
     root = make_frames()
     print(f"# {VIDEOS} videos x {FRAMES} JPEG frames {SRC_H}x{SRC_W}, T={T}, {SIZE}^2, B={BATCH}, N={THREADS}", flush=True)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     rows = []
-    for provider in ["dl_pil", "vqfast"]:
-        out = subprocess.run([sys.executable, __file__, "--child", provider], env=env, check=True, capture_output=True,
-                             text=True).stdout
+    for cache, provider in [(c, p) for c in ("warm", "cold") for p in ("dl_pil", "vqfast")]:
+        if cache == "warm":
+            for f in frame_files(root):
+                with open(f, "rb") as fh:
+                    fh.read()
+        out = subprocess.run([sys.executable, __file__, "--child", provider, cache], env=env, check=True,
+                             capture_output=True, text=True).stdout
         r = json.loads([l for l in out.splitlines() if l.startswith("RESULT ")][-1][7:])
         rows.append(r)
-        print(f"{provider:7s} {r['clips_per_s']:7.1f} clips/s ({r['frames_per_s']:6.0f} frames/s)  first {r['first_batch_ms']:7.1f} ms"
+        print(f"{cache} {provider:7s} {r['clips_per_s']:7.1f} clips/s ({r['frames_per_s']:6.0f} frames/s)  first {r['first_batch_ms']:7.1f} ms"
               f"  wait p50 {r['wait_p50_ms']:7.1f} p95 {r['wait_p95_ms']:7.1f} ms  cpu {r['cpu_s']:5.1f} s"
               f"  peak RSS (tree) {r['peak_tree_rss_mb']:5.0f} MB (before {r['rss_before_mb']:4.0f})", flush=True)
-    ref = torch.load(os.path.join(root, "digest_dl_pil.pt"), weights_only=True)
-    got = torch.load(os.path.join(root, "digest_vqfast.pt"), weights_only=True)
-    print("# output check vs dl_pil:", assert_close_to_baseline(got, ref, "vqfast"))
+    for cache in ("warm", "cold"):
+        ref = torch.load(os.path.join(root, f"digest_dl_pil_{cache}.pt"), weights_only=True)
+        got = torch.load(os.path.join(root, f"digest_vqfast_{cache}.pt"), weights_only=True)
+        print(f"# {cache} output check vs dl_pil:", assert_close_to_baseline(got, ref, "vqfast"))
     out_json = os.environ.get("VQFAST_BENCH_IO_JSON")
     if out_json:
         with open(out_json, "w") as f:

@@ -94,13 +94,14 @@ pub fn clip_frames(cfg: &ClipConfig, start: usize) -> Vec<usize> {
 pub fn load_clip(video: &Video, cfg: &ClipConfig, epoch: u64, vid: u64, dst: &mut [u8]) -> Result<()> {
     let (start, mut rng) = clip_start(cfg, epoch, vid, video.frames.len());
     let frame_bytes = cfg.out_h * cfg.out_w * 3;
-    let mut window: Option<(usize, usize, usize, usize)> = None; // (src h, src w, top, left)
+    // The crop window (and the resize plan) is chosen at the first frame and kept for the clip.
+    let mut resizer: Option<(frames::Resizer, usize, usize)> = None;
     for (t, fi) in clip_frames(cfg, start).into_iter().enumerate() {
         let path = &video.frames[fi];
         let img = frames::decode_file(path)?;
-        let (top, left) = match window {
-            Some((h, w, top, left)) if h == img.h && w == img.w => (top, left),
-            Some((h, w, ..)) => {
+        match &resizer {
+            Some((r, _, _)) if r.fits(&img) => {}
+            Some((_, h, w)) => {
                 return Err(Error::new(
                     ErrorKind::Decode,
                     path,
@@ -115,11 +116,10 @@ pub fn load_clip(video: &Video, cfg: &ClipConfig, epoch: u64, vid: u64, dst: &mu
                 } else {
                     ((rh - cfg.out_h) / 2, (rw - cfg.out_w) / 2)
                 };
-                window = Some((img.h, img.w, top, left));
-                (top, left)
+                resizer = Some((frames::Resizer::new(img.h, img.w, cfg.out_h, cfg.out_w, top, left), img.h, img.w));
             }
-        };
-        frames::resize_crop_into(&img, cfg.out_h, cfg.out_w, top, left, &mut dst[t * frame_bytes..(t + 1) * frame_bytes]);
+        }
+        resizer.as_ref().unwrap().0.run(&img, &mut dst[t * frame_bytes..(t + 1) * frame_bytes]);
     }
     Ok(())
 }

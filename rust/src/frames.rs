@@ -92,88 +92,124 @@ pub fn cover_size(h: usize, w: usize, out_h: usize, out_w: usize) -> (usize, usi
     (rh, rw)
 }
 
-/// Filter taps for output positions `first..first+count` of a resize `inp -> out` along one axis.
+/// Filter taps for output positions `first..first+count` of a resize `inp -> out` along one axis,
+/// flattened: position i reads inputs `lo[i]..lo[i]+n[i]` with weights `w[off[i]..off[i]+n[i]]`.
 struct Taps {
-    /// (first input index, weights) per output position.
-    spans: Vec<(usize, Vec<f32>)>,
+    lo: Vec<usize>,
+    n: Vec<usize>,
+    off: Vec<usize>,
+    w: Vec<f32>,
 }
 
 fn taps(inp: usize, out: usize, first: usize, count: usize) -> Taps {
     let scale = inp as f64 / out as f64;
     let fscale = scale.max(1.0);
     let support = fscale; // triangle filter, support 1 widened by the downscale factor
-    let mut spans = Vec::with_capacity(count);
+    let mut t = Taps { lo: Vec::with_capacity(count), n: Vec::with_capacity(count), off: Vec::with_capacity(count), w: Vec::new() };
     for o in first..first + count {
         let center = (o as f64 + 0.5) * scale;
         let lo = ((center - support + 0.5).floor().max(0.0)) as usize;
-        let hi = ((center + support + 0.5).floor() as usize).min(inp);
-        let mut ws: Vec<f64> = (lo..hi)
+        let hi = ((center + support + 0.5).floor() as usize).min(inp).max(lo + 1);
+        let ws: Vec<f64> = (lo..hi)
             .map(|x| {
-                let t = ((x as f64 - center + 0.5) / fscale).abs();
-                if t < 1.0 { 1.0 - t } else { 0.0 }
+                let d = ((x as f64 - center + 0.5) / fscale).abs();
+                if d < 1.0 { 1.0 - d } else { 0.0 }
             })
             .collect();
         let sum: f64 = ws.iter().sum();
-        if sum > 0.0 {
-            ws.iter_mut().for_each(|w| *w /= sum);
-        }
-        spans.push((lo, ws.into_iter().map(|w| w as f32).collect()));
+        t.lo.push(lo);
+        t.n.push(hi - lo);
+        t.off.push(t.w.len());
+        t.w.extend(ws.iter().map(|w| if sum > 0.0 { (w / sum) as f32 } else { 0.0 }));
     }
-    Taps { spans }
+    t
+}
+
+/// A resize-to-cover + crop plan for frames of one size; reuse it for every frame of a clip.
+pub struct Resizer {
+    in_h: usize,
+    in_w: usize,
+    out_h: usize,
+    out_w: usize,
+    top: usize,
+    left: usize,
+    /// None: no scaling, a pure crop / pass-through.
+    scale: Option<(Taps, Taps, usize, usize)>,
+}
+
+impl Resizer {
+    /// `top`/`left`: the crop window in the resized (covering) image; must fit.
+    pub fn new(in_h: usize, in_w: usize, out_h: usize, out_w: usize, top: usize, left: usize) -> Resizer {
+        let (rh, rw) = cover_size(in_h, in_w, out_h, out_w);
+        let scale = if rh == in_h && rw == in_w {
+            None
+        } else {
+            let tx = taps(in_w, rw, left, out_w);
+            let ty = taps(in_h, rh, top, out_h);
+            let row_lo = ty.lo.iter().copied().min().unwrap_or(0);
+            let row_hi = ty.lo.iter().zip(&ty.n).map(|(l, n)| l + n).max().unwrap_or(0);
+            Some((tx, ty, row_lo, row_hi))
+        };
+        Resizer { in_h, in_w, out_h, out_w, top, left, scale }
+    }
+
+    pub fn fits(&self, img: &Rgb) -> bool {
+        img.h == self.in_h && img.w == self.in_w
+    }
+
+    /// Write the `(out_h, out_w, 3)` result for `img` (which must have the planned size) into `dst`.
+    pub fn run(&self, img: &Rgb, dst: &mut [u8]) {
+        let (out_h, out_w) = (self.out_h, self.out_w);
+        assert!(self.fits(img) && dst.len() == out_h * out_w * 3);
+        let Some((tx, ty, row_lo, row_hi)) = &self.scale else {
+            for y in 0..out_h {
+                let s = ((self.top + y) * img.w + self.left) * 3;
+                dst[y * out_w * 3..(y + 1) * out_w * 3].copy_from_slice(&img.data[s..s + out_w * 3]);
+            }
+            return;
+        };
+        // Horizontal pass over the input rows the vertical pass needs → f32 (rows, out_w, 3).
+        let line = out_w * 3;
+        let mut tmp = vec![0f32; (row_hi - row_lo) * line];
+        for (ri, y) in (*row_lo..*row_hi).enumerate() {
+            let src = &img.data[y * img.w * 3..(y + 1) * img.w * 3];
+            let t = &mut tmp[ri * line..(ri + 1) * line];
+            for ox in 0..out_w {
+                let (lo, n, off) = (tx.lo[ox], tx.n[ox], tx.off[ox]);
+                let (mut r, mut g, mut b) = (0f32, 0f32, 0f32);
+                for (k, &w) in tx.w[off..off + n].iter().enumerate() {
+                    let p = (lo + k) * 3;
+                    r += w * src[p] as f32;
+                    g += w * src[p + 1] as f32;
+                    b += w * src[p + 2] as f32;
+                }
+                t[ox * 3] = r;
+                t[ox * 3 + 1] = g;
+                t[ox * 3 + 2] = b;
+            }
+        }
+        // Vertical pass → u8.
+        let mut acc = vec![0f32; line];
+        for oy in 0..out_h {
+            let (lo, n, off) = (ty.lo[oy], ty.n[oy], ty.off[oy]);
+            acc.iter_mut().for_each(|a| *a = 0.0);
+            for (k, &w) in ty.w[off..off + n].iter().enumerate() {
+                let r = lo + k - row_lo;
+                for (a, &s) in acc.iter_mut().zip(&tmp[r * line..(r + 1) * line]) {
+                    *a += w * s;
+                }
+            }
+            for (d, &a) in dst[oy * line..(oy + 1) * line].iter_mut().zip(&acc) {
+                *d = (a + 0.5).clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
 }
 
 /// Resize `img` to cover (out_h, out_w), crop the window at (top, left), write RGB8 into `dst`
 /// (`out_h * out_w * 3` bytes). `top`/`left` are in the resized image and must fit.
 pub fn resize_crop_into(img: &Rgb, out_h: usize, out_w: usize, top: usize, left: usize, dst: &mut [u8]) {
-    debug_assert_eq!(dst.len(), out_h * out_w * 3);
-    let (rh, rw) = cover_size(img.h, img.w, out_h, out_w);
-    if rh == img.h && rw == img.w {
-        // no scaling: pure crop (or pass-through when the frame already has the target size)
-        for y in 0..out_h {
-            let src = &img.data[((top + y) * img.w + left) * 3..((top + y) * img.w + left + out_w) * 3];
-            dst[y * out_w * 3..(y + 1) * out_w * 3].copy_from_slice(src);
-        }
-        return;
-    }
-    let tx = taps(img.w, rw, left, out_w);
-    let ty = taps(img.h, rh, top, out_h);
-    // Input rows needed by the vertical pass.
-    let row_lo = ty.spans.iter().map(|(lo, _)| *lo).min().unwrap_or(0);
-    let row_hi = ty.spans.iter().map(|(lo, w)| lo + w.len()).max().unwrap_or(0);
-    // Horizontal pass over the needed rows → f32 (rows, out_w, 3).
-    let rows = row_hi - row_lo;
-    let mut tmp = vec![0f32; rows * out_w * 3];
-    for (ri, y) in (row_lo..row_hi).enumerate() {
-        let src = &img.data[y * img.w * 3..(y + 1) * img.w * 3];
-        let t = &mut tmp[ri * out_w * 3..(ri + 1) * out_w * 3];
-        for (ox, (lo, ws)) in tx.spans.iter().enumerate() {
-            let (mut r, mut g, mut b) = (0f32, 0f32, 0f32);
-            for (k, &w) in ws.iter().enumerate() {
-                let p = (lo + k) * 3;
-                r += w * src[p] as f32;
-                g += w * src[p + 1] as f32;
-                b += w * src[p + 2] as f32;
-            }
-            t[ox * 3] = r;
-            t[ox * 3 + 1] = g;
-            t[ox * 3 + 2] = b;
-        }
-    }
-    // Vertical pass → u8.
-    let line = out_w * 3;
-    let mut acc = vec![0f32; line];
-    for (oy, (lo, ws)) in ty.spans.iter().enumerate() {
-        acc.iter_mut().for_each(|a| *a = 0.0);
-        for (k, &w) in ws.iter().enumerate() {
-            let src = &tmp[(lo + k - row_lo) * line..(lo + k - row_lo + 1) * line];
-            for (a, &s) in acc.iter_mut().zip(src) {
-                *a += w * s;
-            }
-        }
-        for (d, &a) in dst[oy * line..(oy + 1) * line].iter_mut().zip(&acc) {
-            *d = (a + 0.5).clamp(0.0, 255.0) as u8;
-        }
-    }
+    Resizer::new(img.h, img.w, out_h, out_w, top, left).run(img, dst)
 }
 
 #[cfg(test)]
