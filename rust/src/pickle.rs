@@ -227,10 +227,16 @@ struct Vm<'a> {
 
 /// Run the VM over a whole pickle and return the object it builds.
 pub fn load(data: &[u8], limits: Limits) -> Result<Obj, PickleError> {
+    load_prefix(data, limits).map(|(o, _)| o)
+}
+
+/// Run the VM up to the first STOP; return the object and the bytes consumed (pickles in sequence).
+pub fn load_prefix(data: &[u8], limits: Limits) -> Result<(Obj, usize), PickleError> {
     let mut vm = Vm { data, pos: 0, op_pos: 0, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), limits };
     let v = vm.run()?;
     let mut nodes = 0usize;
-    to_obj(&v, 0, &mut nodes, &limits).map_err(|reason| PickleError { offset: vm.pos as u64, reason, unsupported: false })
+    let o = to_obj(&v, 0, &mut nodes, &limits).map_err(|reason| PickleError { offset: vm.pos as u64, reason, unsupported: false })?;
+    Ok((o, vm.pos))
 }
 
 fn to_obj(v: &Value, depth: usize, nodes: &mut usize, lim: &Limits) -> Result<Obj, String> {

@@ -58,12 +58,7 @@ pub fn is_legacy(bytes: &[u8]) -> bool {
 pub fn parse(path: &Path, bytes: &[u8]) -> Result<PtIndex> {
     if !zipdir::looks_like_zip(bytes) {
         if is_legacy(bytes) {
-            return Err(Error::unsupported(
-                path,
-                Location::Offset { entry: None, offset: 0 },
-                "legacy (non-zip) torch.save format is not supported; re-save it with a current torch.save \
-                 (zip format, the default since torch 1.6) or convert it to safetensors",
-            ));
+            return parse_legacy(path, bytes);
         }
         return Err(Error::corrupt_at(path, 0, "not a torch.save zip archive (no zip local header at offset 0)"));
     }
@@ -114,6 +109,67 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<PtIndex> {
     Ok(index)
 }
 
+/// The legacy format (`_use_new_zipfile_serialization=False`): pickles in sequence (magic,
+/// protocol 1001, sys_info, the object, the sorted storage keys), then per key an int64 element
+/// count and the raw little-endian bytes. Data is not aligned; Python copies where it must.
+fn parse_legacy(path: &Path, bytes: &[u8]) -> Result<PtIndex> {
+    let mut pos = 0usize;
+    let next = |what: &str, pos: &mut usize| -> Result<Obj> {
+        let (o, used) = pickle::load_prefix(&bytes[*pos..], Limits::default()).map_err(|e| {
+            let kind = if e.unsupported { ErrorKind::Unsupported } else { ErrorKind::Corrupt };
+            Error::new(kind, path, Location::Offset { entry: None, offset: *pos as u64 + e.offset }, format!("legacy {what} pickle: {}", e.reason))
+        })?;
+        *pos += used;
+        Ok(o)
+    };
+    next("magic", &mut pos)?;
+    match next("protocol", &mut pos)? {
+        Obj::Int(1001) => {}
+        other => return Err(Error::unsupported(path, Location::Offset { entry: None, offset: pos as u64 }, format!("legacy protocol {other:?} (only 1001)"))),
+    }
+    if let Obj::Dict(items) = next("sys_info", &mut pos)? {
+        if items.iter().any(|(k, v)| *k == Obj::Str("little_endian".into()) && *v == Obj::Bool(false)) {
+            return Err(Error::unsupported(path, Location::Offset { entry: None, offset: pos as u64 }, "file was written on a big-endian machine"));
+        }
+    }
+    let root = next("object", &mut pos)?;
+    let keys = match next("storage keys", &mut pos)? {
+        Obj::List(ks) => ks,
+        other => return Err(Error::corrupt_at(path, pos as u64, format!("legacy storage key list is a {other:?}"))),
+    };
+    let mut elsize = HashMap::new();
+    visit_tensors(&root, &mut String::new(), &mut |_, t| {
+        elsize.entry(t.storage.clone()).or_insert(t.dtype.itemsize());
+    });
+    let mut storages = HashMap::new();
+    for k in keys {
+        let Obj::Str(key) = k else { return Err(Error::corrupt_at(path, pos as u64, "legacy storage key is not a string")) };
+        if pos + 8 > bytes.len() {
+            return Err(Error::corrupt_at(path, pos as u64, format!("storage '{key}' header runs past the end of the file (truncated?)")));
+        }
+        let numel = u64::from_le_bytes(bytes[pos..pos + 8].try_into().unwrap());
+        let es = *elsize.get(&key).unwrap_or(&1) as u64;
+        let n = numel.checked_mul(es).filter(|n| *n <= (bytes.len() - pos - 8) as u64).ok_or_else(|| {
+            Error::corrupt_at(path, pos as u64, format!("storage '{key}' claims {numel} elements of {es} bytes, past the end of the file (truncated?)"))
+        })? as usize;
+        storages.insert(key, pos + 8..pos + 8 + n);
+        pos += 8 + n;
+    }
+    let index = PtIndex { prefix: String::new(), root, storages };
+    let mut err = None;
+    visit_tensors(&index.root, &mut String::new(), &mut |key, t| {
+        if err.is_none() {
+            if let Err(e) = check_tensor(path, &index, key, t) {
+                err = Some(e);
+            }
+        }
+    });
+    match err {
+        Some(e) => Err(e),
+        None => Ok(index),
+    }
+}
+
 fn check_tensor(path: &Path, index: &PtIndex, key: &str, t: &TensorSpec) -> Result<()> {
     let key = if key.is_empty() { "<root>" } else { key };
     let Some(range) = index.storages.get(&t.storage) else {
@@ -121,7 +177,7 @@ fn check_tensor(path: &Path, index: &PtIndex, key: &str, t: &TensorSpec) -> Resu
             ErrorKind::Corrupt,
             path,
             Location::Key(key.to_string()),
-            format!("tensor refers to storage '{}' but the archive has no entry '{}/data/{}' (truncated?)", t.storage, index.prefix, t.storage),
+            format!("tensor refers to storage '{}' but the file has no data for it (truncated?)", t.storage),
         ));
     };
     let need = t.storage_numel.checked_mul(t.dtype.itemsize() as u64);
@@ -295,9 +351,10 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::Unsupported);
         let mut legacy = vec![0x80, 0x02, 0x8a, 0x0a];
         legacy.extend_from_slice(&LEGACY_MAGIC);
+        legacy.push(b'.');
         legacy.extend_from_slice(&[0u8; 30]);
         let e = parse(Path::new("s.pt"), &legacy).unwrap_err();
-        assert!(e.to_string().contains("legacy"));
+        assert!(e.to_string().contains("legacy"), "{e}");
     }
 
     #[test]

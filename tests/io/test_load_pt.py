@@ -170,13 +170,21 @@ def test_zip64_archive(tmp_path, monkeypatch):
     assert_same(load_pt(str(dst)), ref)
 
 
-def test_legacy_format_is_refused_clearly(tmp_path):
-    path = str(tmp_path / "legacy.pt")
-    torch.save({"x": torch.ones(3)}, path, _use_new_zipfile_serialization=False)
-    with pytest.raises(UnsupportedFormatError, match="legacy") as ei:
-        load_pt(path)
-    assert path in str(ei.value)
-    assert isinstance(ei.value, ValueError)
+def test_legacy_format(tmp_path):
+    """_use_new_zipfile_serialization=False files: read (data copied where it is not aligned)."""
+    x = torch.randn(5, 3, dtype=torch.float64)
+    obj = {"x": x, "t": x.t(), "row": x[2], "h": torch.arange(7).half(), "b": torch.tensor([True, False]),
+           "bf": torch.randn(4).bfloat16(), "meta": [1, "a", None], "p": torch.nn.Parameter(torch.ones(2))}
+    got, _, path = roundtrip(tmp_path, obj, name="legacy.pt", _use_new_zipfile_serialization=False)
+    assert got["x"].untyped_storage().data_ptr() == got["t"].untyped_storage().data_ptr()
+    raw = open(path, "rb").read()
+    for cut in (20, 140, len(raw) // 2, len(raw) - 3):
+        p = str(tmp_path / f"legacy_cut{cut}.pt")
+        with open(p, "wb") as f:
+            f.write(raw[:cut])
+        with pytest.raises(ShardError) as ei:
+            load_pt(p)
+        assert p in str(ei.value)
 
 
 def test_inspect_pt_reports_without_reading(tmp_path):

@@ -69,9 +69,10 @@ class _Factory:
 def load_pt(path: PathLike) -> Any:
     """Load a ``torch.save`` file like ``torch.load(path, weights_only=True)``, tensors memory-mapped.
 
-    Only the zip format ``torch.save`` writes by default is read; stored entries only. Raises
+    Reads the zip format ``torch.save`` writes by default (stored entries, memory-mapped) and the
+    legacy format (``_use_new_zipfile_serialization=False``; unaligned storages are copied). Raises
     :class:`vqfast.io.ShardError` (naming the file, the offset or key, and the reason) for corrupt,
-    truncated, deflated, big-endian or legacy files and for any pickle global outside the
+    truncated, deflated or big-endian files and for any pickle global or opcode outside the
     ``weights_only`` allow-list. Nothing in the file is ever executed.
     """
     archive = _io.PtArchive(os.fspath(path))
