@@ -117,10 +117,13 @@ fn taps(inp: usize, out: usize, first: usize, count: usize) -> Taps {
             })
             .collect();
         let sum: f64 = ws.iter().sum();
-        t.lo.push(lo);
-        t.n.push(hi - lo);
+        // Drop zero-weight taps at both ends (bilinear upscaling has 2 real taps, not 3).
+        let first_nz = ws.iter().position(|&w| w > 0.0).unwrap_or(0);
+        let last_nz = ws.iter().rposition(|&w| w > 0.0).unwrap_or(ws.len().saturating_sub(1));
+        t.lo.push(lo + first_nz);
+        t.n.push(last_nz + 1 - first_nz);
         t.off.push(t.w.len());
-        t.w.extend(ws.iter().map(|w| if sum > 0.0 { (w / sum) as f32 } else { 0.0 }));
+        t.w.extend(ws[first_nz..=last_nz].iter().map(|w| if sum > 0.0 { (w / sum) as f32 } else { 0.0 }));
     }
     t
 }
@@ -171,36 +174,55 @@ impl Resizer {
         // Horizontal pass over the input rows the vertical pass needs → f32 (rows, out_w, 3).
         let line = out_w * 3;
         let mut tmp = vec![0f32; (row_hi - row_lo) * line];
+        let mut srcf = vec![0f32; img.w * 3];
         for (ri, y) in (*row_lo..*row_hi).enumerate() {
             let src = &img.data[y * img.w * 3..(y + 1) * img.w * 3];
+            for (d, &v) in srcf.iter_mut().zip(src) {
+                *d = v as f32;
+            }
             let t = &mut tmp[ri * line..(ri + 1) * line];
-            for ox in 0..out_w {
+            for (ox, px) in t.chunks_exact_mut(3).enumerate() {
                 let (lo, n, off) = (tx.lo[ox], tx.n[ox], tx.off[ox]);
-                let (mut r, mut g, mut b) = (0f32, 0f32, 0f32);
-                for (k, &w) in tx.w[off..off + n].iter().enumerate() {
-                    let p = (lo + k) * 3;
-                    r += w * src[p] as f32;
-                    g += w * src[p + 1] as f32;
-                    b += w * src[p + 2] as f32;
+                let ws = &tx.w[off..off + n];
+                let sp = &srcf[lo * 3..(lo + n) * 3];
+                if n == 2 {
+                    let (w0, w1) = (ws[0], ws[1]);
+                    px[0] = w0 * sp[0] + w1 * sp[3];
+                    px[1] = w0 * sp[1] + w1 * sp[4];
+                    px[2] = w0 * sp[2] + w1 * sp[5];
+                } else {
+                    let (mut r, mut g, mut b) = (0f32, 0f32, 0f32);
+                    for (&w, p) in ws.iter().zip(sp.chunks_exact(3)) {
+                        r += w * p[0];
+                        g += w * p[1];
+                        b += w * p[2];
+                    }
+                    px[0] = r;
+                    px[1] = g;
+                    px[2] = b;
                 }
-                t[ox * 3] = r;
-                t[ox * 3 + 1] = g;
-                t[ox * 3 + 2] = b;
             }
         }
-        // Vertical pass → u8.
+        // Vertical pass → u8 (values are convex combinations of 0..=255, so only rounding is needed).
         let mut acc = vec![0f32; line];
         for oy in 0..out_h {
             let (lo, n, off) = (ty.lo[oy], ty.n[oy], ty.off[oy]);
-            acc.iter_mut().for_each(|a| *a = 0.0);
-            for (k, &w) in ty.w[off..off + n].iter().enumerate() {
-                let r = lo + k - row_lo;
-                for (a, &s) in acc.iter_mut().zip(&tmp[r * line..(r + 1) * line]) {
+            let ws = &ty.w[off..off + n];
+            let r0 = (lo - row_lo) * line;
+            acc.copy_from_slice(&tmp[r0..r0 + line]);
+            acc.iter_mut().for_each(|a| *a *= ws[0]);
+            for (k, &w) in ws.iter().enumerate().skip(1) {
+                let r = r0 + k * line;
+                for (a, &s) in acc.iter_mut().zip(&tmp[r..r + line]) {
                     *a += w * s;
                 }
             }
-            for (d, &a) in dst[oy * line..(oy + 1) * line].iter_mut().zip(&acc) {
-                *d = (a + 0.5).clamp(0.0, 255.0) as u8;
+            for (d, a) in dst[oy * line..(oy + 1) * line].iter_mut().zip(acc.iter_mut()) {
+                // Weights are non-negative and sum to 1, so `a` is in [0, 255] (+ rounding noise);
+                // clamp first, then a plain (vectorisable) truncating conversion.
+                let v = a.max(0.0).min(255.0) + 0.5;
+                // SAFETY: v is finite and in [0.5, 255.5], representable as i32.
+                *d = unsafe { v.to_int_unchecked::<i32>() } as u8;
             }
         }
     }

@@ -32,6 +32,8 @@ struct Shared<T> {
 pub struct Pipeline<T: Send + 'static> {
     shared: Arc<Shared<T>>,
     threads: Vec<JoinHandle<()>>,
+    /// Process that started the workers; after fork() a child has none of them.
+    pid: u32,
 }
 
 pub enum Next<T> {
@@ -70,7 +72,7 @@ impl<T: Send + 'static> Pipeline<T> {
                 .map_err(|e| Error::new(ErrorKind::Internal, "", Location::None, format!("cannot spawn a loader thread: {e}")))?;
             handles.push(h);
         }
-        Ok(Pipeline { shared, threads: handles })
+        Ok(Pipeline { shared, threads: handles, pid: std::process::id() })
     }
 
     /// Next result in order; `Timeout` lets the caller check for signals and call again.
@@ -109,6 +111,13 @@ impl<T: Send + 'static> Pipeline<T> {
 
 impl<T: Send + 'static> Drop for Pipeline<T> {
     fn drop(&mut self) {
+        if std::process::id() != self.pid {
+            // A forked child: the workers do not exist here and the lock may have been held at
+            // fork time. Touch nothing (leak the shared state) rather than hang.
+            std::mem::forget(std::mem::take(&mut self.threads));
+            std::mem::forget(self.shared.clone());
+            return;
+        }
         self.cancel();
         for h in self.threads.drain(..) {
             let _ = h.join();

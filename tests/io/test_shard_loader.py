@@ -233,7 +233,9 @@ def test_gil_is_released_while_waiting(shard_dir):
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_use_after_fork_raises(shards):
-    loader = make(shards)
+    loader = make(shards, prefetch=2)
+    it = iter(loader)
+    next(it)  # worker threads are live at fork time
     pid = os.fork()
     if pid == 0:  # child
         code = 1
@@ -243,6 +245,13 @@ def test_use_after_fork_raises(shards):
             code = 0
         except BaseException:
             code = 2
+        try:  # dropping the parent's loader in the child must not hang on the parent's threads
+            del it
+            loader.close()
+            del loader
+            gc.collect()
+        except BaseException:
+            code = 3
         os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.WEXITSTATUS(status) == 0

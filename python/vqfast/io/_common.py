@@ -61,6 +61,9 @@ class ForkGuard:
     def __init__(self) -> None:
         self._pid = os.getpid()
 
+    def same_process(self) -> bool:
+        return os.getpid() == self._pid
+
     def check(self, what: str) -> None:
         if os.getpid() != self._pid:
             raise ForkError(

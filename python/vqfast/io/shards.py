@@ -203,12 +203,13 @@ class LatentShardLoader:
                 self._next_batch += 1
                 yield batch
         finally:
-            stream.close()
+            if self._guard.same_process():  # after fork() the workers (and their locks) are not ours
+                stream.close()
 
     def close(self) -> None:
         """Stop the worker threads of the current iteration (safe to call any time)."""
         stream, self._stream = self._stream, None
-        if stream is not None:
+        if stream is not None and self._guard.same_process():
             stream.close()
 
     def __enter__(self) -> "LatentShardLoader":

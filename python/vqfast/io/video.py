@@ -158,11 +158,12 @@ class VideoClipLoader:
                 self._next_batch += 1
                 yield frames, [self.video_paths[i] for i in ids.tolist()]
         finally:
-            stream.close()
+            if self._guard.same_process():  # after fork() the workers (and their locks) are not ours
+                stream.close()
 
     def close(self) -> None:
         stream, self._stream = self._stream, None
-        if stream is not None:
+        if stream is not None and self._guard.same_process():
             stream.close()
 
     def __enter__(self) -> "VideoClipLoader":
