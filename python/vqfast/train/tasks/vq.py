@@ -17,6 +17,7 @@ from vqfast.losses import MSEVQLoss, VQLPIPSWithDiscriminator
 from vqfast.train import optim
 from vqfast.train.config import Config
 from vqfast.train.registry import build_model
+from vqfast.train.samples import psnr
 
 log = logging.getLogger("vqfast")
 
@@ -105,6 +106,7 @@ class VQTask:
             (loss / len(chunks)).backward()
             recons.append(recon.detach())
             part["train/perplexity"] = perplexity.detach().float()
+            part["train/psnr"] = psnr(chunk, recon.detach().float(), self.cfg.data.mean, self.cfg.data.std)
             for k, v in part.items():
                 logs[k] = logs.get(k, 0) + v.float() / len(chunks)
             self._code_counts += torch.bincount(indices.reshape(-1), minlength=self.vocab)[: self.vocab]
