@@ -43,3 +43,9 @@ def test_bad_inputs():
 def test_non_contiguous_input_is_handled():
     frames = torch.randint(0, 256, (2, 4, 6, 6, 3), dtype=torch.uint8)[:, ::2]
     assert torch.equal(frames_to_model_input(frames, 0.5, 0.25), frames_to_model_input_reference(frames, 0.5, 0.25))
+
+
+def test_mean_std_as_tensors():
+    frames = torch.randint(0, 256, (1, 2, 4, 4, 3), dtype=torch.uint8)
+    mean, std = torch.tensor([0.5, 0.4, 0.3]), torch.tensor([0.2, 0.2, 0.2])
+    assert torch.equal(frames_to_model_input(frames, mean, std), frames_to_model_input_reference(frames, mean.tolist(), std.tolist()))

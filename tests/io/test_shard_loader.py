@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from iohelpers import write_shards
-from vqfast.io import CorruptShardError, ForkError, LatentShardLoader, SchemaError, ShardError
+from vqfast.io import CorruptShardError, ForkError, LatentShardLoader, SchemaError, ShardError, verify
 
 SIZES = [13, 7, 20, 1, 16]  # 57 samples, ragged on purpose
 
@@ -275,3 +275,12 @@ def test_rss_stays_flat_over_many_epochs(shard_dir):
             gc.collect()
             rss.append(current_rss())
     assert rss[1] - rss[0] < 20 * 2**20, rss
+
+
+def test_verify_lists_bad_shards(shards, tmp_path):
+    assert verify(shards, label_key="labels") == []
+    bad = str(tmp_path / "bad.pt")
+    with open(bad, "wb") as f:
+        f.write(b"PK\x03\x04" + b"\x00" * 40)
+    problems = verify(shards + [bad])
+    assert [p for p, _ in problems] == [bad] and "bad.pt" in problems[0][1]

@@ -22,7 +22,7 @@ from .errors import (
     UnsupportedFormatError,
 )
 from .pt import TensorInfo, inspect_pt, load_pt
-from .shards import LatentShardLoader
+from .shards import LatentShardLoader, verify
 from .video import VideoClipLoader, frames_to_model_input, frames_to_model_input_reference
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "inspect_pt",
     "TensorInfo",
     "LatentShardLoader",
+    "verify",
     "VideoClipLoader",
     "frames_to_model_input",
     "frames_to_model_input_reference",

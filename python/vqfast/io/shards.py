@@ -19,7 +19,7 @@ from vqfast import _io
 from ._common import ForkGuard, check_on_error, check_positive, logger, resolve_rank, resolve_threads
 from .errors import SchemaError
 
-__all__ = ["LatentShardLoader", "expand_paths"]
+__all__ = ["LatentShardLoader", "expand_paths", "verify"]
 
 _SHARD_EXTS = (".pt", ".pth", ".npy", ".npz")
 
@@ -223,3 +223,19 @@ class LatentShardLoader:
             self.close()
         except Exception:
             pass
+
+
+def verify(paths: Union[str, "os.PathLike[str]", Sequence[Union[str, "os.PathLike[str]"]]], *, key: str = "latents",
+           label_key: Optional[str] = None) -> List[Tuple[str, str]]:
+    """Check shards before a run: parse every header and pickle, check the keys, dtypes and
+    per-sample shapes agree and that the data lies inside each file. Returns ``[(path, message)]``
+    for the bad ones (empty when all are fine); reads no sample data."""
+    keys = [key] if label_key is None else [key, label_key]
+    try:
+        core = _io.ShardSetCore(expand_paths(paths), keys, batch_size=1, shuffle=False, seed=0, rank=0, world_size=1,
+                                drop_last=False, block_shards=0, skip_errors=True)
+    except ValueError as e:  # not one readable shard
+        if "no readable shard" not in str(e):
+            raise
+        return [(p, "unreadable") for p in expand_paths(paths)]
+    return list(core.skipped())

@@ -180,6 +180,8 @@ class VideoClipLoader:
 
 
 def _per_channel(name: str, value: Union[float, Sequence[float]], channels: int) -> List[float]:
+    if hasattr(value, "tolist"):  # torch tensor / numpy array
+        value = value.tolist()
     if isinstance(value, (int, float)):
         return [float(value)] * channels
     values = [float(v) for v in value]
