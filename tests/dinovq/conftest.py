@@ -1,39 +1,5 @@
-"""Tiny DinoVQ builders shared by the DinoVQ tests (CPU, torch backend, seconds per test)."""
-import pytest
-import torch
-from vqfast.models.dinovq import DinoVQModel
+"""Registers the fixtures of dvq_helpers.py (shared helpers live there under a unique module name, so test
+modules can import them without colliding with the other suites' conftest modules)."""
+import dvq_helpers as _helpers
 
-TINY = {"img_size": 32, "patch_size": 8, "encoder_embed_dim": 32, "encoder_depth": 1, "encoder_num_heads": 2,
-            "num_register_tokens": 1, "codebook_size": 16, "dino_decoder_depth": 1, "dino_decoder_num_heads": 2, "dino_dim": 24,
-            "image_decoder_dim": 32, "image_decoder_depth": 1, "image_decoder_num_heads": 2, "backend": "torch",
-            "kmeans_iters": 3, "disc_dim": 8, "disc_num_layers": 2}
-
-
-def tiny_model(**overrides) -> DinoVQModel:
-    torch.manual_seed(0)
-    return DinoVQModel(**{**TINY, **overrides})
-
-
-@pytest.fixture
-def batch():
-    g = torch.Generator().manual_seed(1)
-    imgs = torch.rand(4, 3, 32, 32, generator=g) * 2 - 1  # (B, C, H, W) in [-1, 1]
-    feats = torch.randn(4, 4, 4, 24, generator=g)  # (B, h, w, dino_dim)
-    return imgs, feats
-
-
-@pytest.fixture
-def dinovq_registered(monkeypatch):
-    """Register the dinovq family and task in the engine's closed dicts for this test only."""
-    from vqfast.train import registry, tasks
-    from vqfast.train.dinovq_config import DinoVQModelConfig, build_dinovq
-
-    def _task(cfg, device):
-        from vqfast.train.tasks.dinovq import DinoVQTask
-        return DinoVQTask(cfg, device)
-
-    if registry.FAMILIES["dinovq"].build is None:
-        monkeypatch.setitem(registry.FAMILIES, "dinovq",
-                            registry.Family("dinovq", DinoVQModelConfig, build_dinovq, task="dinovq"))
-    if "dinovq" not in tasks.TASKS:
-        monkeypatch.setitem(tasks.TASKS, "dinovq", _task)
+globals().update({k: v for k, v in vars(_helpers).items() if not k.startswith("__")})

@@ -1,6 +1,6 @@
 """DinoVQ codebook: k-means init on the first training batch, usage / dead-code metrics, restarts."""
 import torch
-from conftest import tiny_model
+from dvq_helpers import tiny_model
 
 
 def test_kmeans_init_on_first_batch(batch):

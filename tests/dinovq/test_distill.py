@@ -2,7 +2,7 @@
 ~20 s on an idle 2-core CPU: 0.69 over the first 10 steps → ~0.09 over the last 20)."""
 import numpy as np
 import torch
-from conftest import tiny_model
+from dvq_helpers import tiny_model
 from vqfast.data.dino import RandomViTTeacher
 from vqfast.data.synthetic import _Scene
 

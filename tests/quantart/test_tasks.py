@@ -2,7 +2,7 @@
 decoder, typed configs, unpaired data, the shipped configs through the engine, and the stylize CLI."""
 import pytest
 import torch
-from conftest import DD, EMBED_DIM, N_EMBED
+from qa_helpers import DD, EMBED_DIM, N_EMBED
 from vqfast.data.unpaired import (
     ImageStream,
     UnpairedImages,

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import tiny_config
+from sg_helpers import tiny_config
 from vqfast.data.latents import (LatentDataError, ReferencePool, TorchLatentShardLoader, build_latent_loader,
                                  domain_statistics, list_shards, make_latent_shards)
 from vqfast.train.errors import ConfigError

@@ -54,17 +54,28 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._handler = _attach_file_log(self.run_dir)
         self.resume_obj = ckpt.load(resume) if resume else None  # fail early on a bad checkpoint
-        ensure_dataset(cfg, self.run_dir)
-        (self.run_dir / "config.yaml").write_text(config_to_yaml(cfg), encoding="utf-8")
+        family = resolve_family(cfg.model.type)
+        # Families that own their data (latent shards) generate and load it in their task; the others
+        # get the engine's image/video data, generated before the task is built (it may read data.root).
+        self.owns_data = family.owns_data
+        if not self.owns_data:
+            ensure_dataset(cfg, self.run_dir)
         seed_everything(cfg.seed)
         self.device = pick_device(cfg.train.device)
-        self.task = build_task(resolve_family(cfg.model.type).task, cfg, self.device)
-        self.loader = build_loader(cfg, cfg.data.root, shuffle=True, seed=cfg.seed, batch_size=cfg.train.batch_size)
+        self.task = build_task(family.task, cfg, self.device)
+        if self.owns_data:
+            self.task.ensure_dataset(self.run_dir)
+        (self.run_dir / "config.yaml").write_text(config_to_yaml(cfg), encoding="utf-8")
+        if self.owns_data:
+            self.loader = self.task.build_loader(rank=0, world_size=1)
+        else:
+            self.loader = build_loader(cfg, cfg.data.root, shuffle=True, seed=cfg.seed,
+                                       batch_size=cfg.train.batch_size)
         if len(self.loader) == 0:
             raise ValueError(f"data.root={cfg.data.root!r} yields no full batch of train.batch_size="
-                             f"{cfg.train.batch_size} clips; lower the batch size or add data")
+                             f"{cfg.train.batch_size}; lower the batch size or add data")
         self.to_input = frames_to_input_fn()
-        self.heldout = self._input(heldout_batch(cfg))
+        self.heldout = None if hasattr(self.task, "sample") else self._input(heldout_batch(cfg))
         self.step = 0
         if self.resume_obj is not None:
             ckpt.restore(self.resume_obj, self.task.modules(), self.task.optimizers(), self.task.schedulers())
@@ -89,6 +100,9 @@ class Trainer:
         ckpt.save(d / "last.pt", payload)
 
     def sample(self, writer: MetricsWriter) -> dict[str, float]:
+        if self.heldout is None:  # the task draws its own samples (latent grids, content|style|output)
+            out = self.task.sample(self.run_dir, self.step, writer)
+            return out if isinstance(out, dict) else {}
         x = self.heldout
         recon = self.task.reconstruct(x)
         value = psnr(x, recon, self.cfg.data.mean, self.cfg.data.std)
@@ -114,18 +128,18 @@ class Trainer:
         try:
             while self.step < t.max_steps:
                 try:
-                    frames, _paths = next(batches)
+                    batch = next(batches)
                 except StopIteration:
                     self._end_epoch(writer, epoch_means, epoch)
                     epoch += 1
                     batches = iterate_from(self.loader, epoch, 0)
                     continue
-                x = self._input(frames)  # ((B·T), C, H, W)
-                logs = self.task.training_step(x, self.step)
+                batch, n_samples = self._prepare(batch)
+                logs = self.task.training_step(batch, self.step)
                 window.add(logs)
                 epoch_means.add(logs)
                 self.step += 1
-                frames_seen += x.shape[0]
+                frames_seen += n_samples
                 window_steps += 1
                 if self.step % t.log_every == 0 or self.step == t.max_steps:
                     elapsed = max(time.perf_counter() - t0, 1e-9)
@@ -155,7 +169,7 @@ class Trainer:
                 self.save_checkpoint(periodic=False)
                 if epoch_means.count:
                     self._end_epoch(writer, epoch_means, epoch, partial=True)
-            if t.export_safetensors:
+            if t.export_safetensors and getattr(self.task, "model", None) is not None:
                 from vqfast.train.export import save_safetensors
                 save_safetensors(self.task.model.state_dict(), self.run_dir / "model.safetensors",
                                  {"step": self.step, "model_type": cfg.model.type})
@@ -166,6 +180,19 @@ class Trainer:
             log.removeHandler(self._handler)
             self._handler.close()
         return last
+
+    def _prepare(self, batch):
+        """Loader batch -> (what training_step takes, number of samples in it)."""
+        if self.owns_data:
+            if isinstance(batch, dict):
+                first = next(iter(batch.values()))
+                return batch, int(first.shape[0]) if hasattr(first, "shape") else 1
+            return batch, len(batch[0]) if isinstance(batch, (tuple, list)) else 1
+        frames, paths = batch
+        x = self._input(frames)  # ((B·T), C, H, W)
+        if getattr(self.task, "wants_paths", False):
+            return {"images": x, "paths": list(paths)}, x.shape[0]
+        return x, x.shape[0]
 
     def _end_epoch(self, writer, means: RunningMeans, epoch: int, partial: bool = False) -> None:
         steps = means.count
@@ -183,8 +210,9 @@ class Trainer:
         return tqdm(total=self.cfg.train.max_steps, initial=self.step, desc="train", dynamic_ncols=True)
 
     def _report(self, progress, record: dict) -> None:
-        loss = record.get("train/total_loss", float("nan"))
-        rec = record.get("train/rec_loss", float("nan"))
+        k_loss, k_rec = getattr(self.task, "progress_keys", ("train/total_loss", "train/rec_loss"))
+        loss = record.get(k_loss, float("nan"))
+        rec = record.get(k_rec, float("nan"))
         if progress is not None:
             progress.set_postfix(loss=f"{loss:.4f}", rec=f"{rec:.4f}", sps=f"{record['samples_per_s']:.1f}")
         else:

@@ -87,6 +87,10 @@ def apply_overrides(raw: dict, overrides: list[tuple[str, Any]]) -> dict:
 
 
 def build_config(raw: dict, where: str) -> Config:
+    from vqfast.train.stargan_config import build_stargan_config, is_stargan_raw
+
+    if is_stargan_raw(raw):  # a whole-config family: its own typed dataclass
+        return build_stargan_config(raw, where)
     errors: list[str] = []
     raw = dict(raw)
     model_raw = raw.pop("model", None) or {}

@@ -14,6 +14,8 @@ from typing import Callable, Optional
 import torch.nn as nn
 
 from vqfast.train.config import VQGANModelConfig, VQVAE2ModelConfig, VqVaeModelConfig
+from vqfast.train.dinovq_config import DinoVQModelConfig, build_dinovq
+from vqfast.train.quantart_config import QuantArtStage1Config, QuantArtStage2Config
 from vqfast.train.errors import ConfigError, FamilyNotImplementedError
 
 
@@ -41,6 +43,23 @@ def _build_vqvae(cfg: VqVaeModelConfig, backend: str) -> nn.Module:
                  cfg.dropout, backend=backend)
 
 
+def _build_quantart_stage1(cfg: QuantArtStage1Config, backend: str) -> nn.Module:
+    from vqfast.train.tasks.quantart import build_stage1_model
+
+    return build_stage1_model(cfg, backend)
+
+
+def _build_quantart_stage2(cfg: QuantArtStage2Config, backend: str) -> nn.Module:
+    from vqfast.train.tasks.quantart import build_stage2_model
+
+    return build_stage2_model(cfg, backend)
+
+
+def _built_by_task(cfg, backend: str) -> nn.Module:
+    raise ConfigError(f"model type {cfg.type!r}: its networks are built by its training task "
+                      "(vqfast.train.tasks), not by build_model")
+
+
 @dataclass(frozen=True)
 class Family:
     canonical: str
@@ -48,6 +67,8 @@ class Family:
     build: Optional[Callable[..., nn.Module]]
     task: str = "vq"
     """Task that trains this family (``vqfast.train.tasks``)."""
+    owns_data: bool = False
+    """The task generates/loads its own data (``ensure_dataset``/``build_loader`` hooks), not the engine."""
 
 
 _VQGAN = Family("vqgan", VQGANModelConfig, _build_vqgan)
@@ -61,10 +82,12 @@ FAMILIES: dict[str, Family] = {
     "emavq": _EMAVQ,
     "vqvae2": _VQVAE2,
     "vqvae": _VQVAE,
-    "quantartstage1": Family("quantart_stage1", None, None, task="quantart_stage1"),
-    "quantartstage2": Family("quantart_stage2", None, None, task="quantart_stage2"),
-    "dinovq": Family("dinovq", None, None, task="dinovq"),
-    "starganv2latent": Family("stargan_v2_latent", None, None, task="stargan_v2_latent"),
+    "quantartstage1": Family("quantart_stage1", QuantArtStage1Config, _build_quantart_stage1, task="quantart_stage1"),
+    "quantartstage2": Family("quantart_stage2", QuantArtStage2Config, _build_quantart_stage2, task="quantart_stage2"),
+    "dinovq": Family("dinovq", DinoVQModelConfig, build_dinovq, task="dinovq"),
+    # the whole StarGAN config is its own dataclass (vqfast.train.stargan_config), dispatched in loading.py
+    "starganv2latent": Family("stargan_v2_latent", None, _built_by_task, task="stargan_v2_latent",
+                              owns_data=True),
 }
 
 

@@ -93,6 +93,7 @@ def resolve_teacher(cfg, mc: DinoVQModelConfig, grid: tuple[int, int]):
 
 class DinoVQTask:
     name = "dinovq"
+    progress_keys = ("train/total_loss", "train/recon_loss")
 
     def __init__(self, cfg, device: torch.device):
         self.cfg, self.device = cfg, device

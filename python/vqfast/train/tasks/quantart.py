@@ -153,6 +153,7 @@ class QuantArtStage1Task(VQTask):
 # ---------------------------------------------------------------------------------------------------------------
 class QuantArtStage2Task:
     name = "quantart_stage2"
+    progress_keys = ("train/total_loss", "train/style_loss")
 
     def __init__(self, cfg: Config, device: torch.device):
         self.cfg, self.device = cfg, device

@@ -47,6 +47,7 @@ def _lr_lambda(schedule: str, warmup: int, total: int, min_ratio: float):
 
 class StarGANLatentTask:
     name = "stargan_v2_latent"
+    progress_keys = ("g_loss", "d_loss")
 
     def __init__(self, cfg: StarGANConfig, device: torch.device | str = "cpu"):
         self.cfg, self.device = cfg, torch.device(device)

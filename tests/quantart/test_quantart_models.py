@@ -1,7 +1,7 @@
 """BaseVQGAN / SGAModule / StyleTransfer: shapes, freezing, shared GroupNorm, stage-1 checkpoint loading."""
 import pytest
 import torch
-from conftest import EMBED_DIM, N_EMBED
+from qa_helpers import EMBED_DIM, N_EMBED
 from vqfast.models.quantart import (
     BaseVQGAN,
     GuidedAttention,

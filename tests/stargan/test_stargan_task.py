@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from conftest import tiny_config
+from sg_helpers import tiny_config
 from vqfast.data.latents import domain_statistics
 from vqfast.train.tasks.stargan import LOG_KEYS, StarGANLatentTask
 
