@@ -8,6 +8,8 @@ import numpy as np
 import numpy.typing as npt
 
 __version__: str
+#: True when built with the cargo feature `video` (video files through FFmpeg).
+HAS_VIDEO: bool
 
 class PtArchive:
     """A memory-mapped, parsed ``torch.save`` zip archive (restricted pickle, nothing executed)."""
@@ -72,6 +74,7 @@ class ClipSetCore:
         rank: int,
         world_size: int,
         drop_last: bool,
+        timeout_s: float = ...,
     ) -> None: ...
     def video_dirs(self) -> List[str]: ...
     def frame_counts(self) -> List[int]: ...

@@ -8,11 +8,29 @@ use crate::error::{Error, ErrorKind, Location, Result};
 use crate::frames;
 use crate::plan::{mix, Rng};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
+/// One video: a folder of frame files, or (feature `video`) a video file with its frame index.
 #[derive(Debug, Clone)]
 pub struct Video {
+    /// The folder (or the video file).
     pub dir: PathBuf,
     pub frames: Vec<PathBuf>,
+    #[cfg(feature = "video")]
+    pub file: Option<std::sync::Arc<crate::video_file::FrameIndex>>,
+}
+
+impl Video {
+    pub fn len(&self) -> usize {
+        #[cfg(feature = "video")]
+        if let Some(idx) = &self.file {
+            return idx.pts.len();
+        }
+        self.frames.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -23,6 +41,8 @@ pub struct ClipConfig {
     pub out_w: usize,
     pub random_crop: bool,
     pub seed: u64,
+    /// Per-clip decode deadline.
+    pub timeout: Duration,
 }
 
 impl ClipConfig {
@@ -50,12 +70,23 @@ fn frame_key(p: &Path) -> (u64, String) {
     (n, stem.to_string())
 }
 
-/// Scan `root`: every sub-folder (sorted by name) with at least `min_frames` frames is a video.
-/// Returns the videos and the folders left out as too short.
+fn looks_like_video_file(p: &Path) -> bool {
+    matches!(
+        p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref(),
+        Some("mp4" | "mkv" | "webm" | "avi" | "mov" | "m4v" | "ts" | "mpg")
+    )
+}
+
+/// Scan `root`: every sub-folder (sorted by name) with at least `min_frames` frames is a video;
+/// with the `video` feature, so is every video file directly in `root`.
+/// Returns the videos (folders first, then files) and those left out as too short.
 pub fn scan(root: &Path, min_frames: usize) -> Result<(Vec<Video>, Vec<PathBuf>)> {
     let rd = std::fs::read_dir(root).map_err(|e| Error::io(root, &e))?;
-    let mut dirs: Vec<PathBuf> = rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    let entries: Vec<PathBuf> = rd.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    let mut dirs: Vec<PathBuf> = entries.iter().filter(|p| p.is_dir()).cloned().collect();
     dirs.sort();
+    let mut files: Vec<PathBuf> = entries.iter().filter(|p| p.is_file() && looks_like_video_file(p)).cloned().collect();
+    files.sort();
     let mut videos = Vec::new();
     let mut short = Vec::new();
     for dir in dirs {
@@ -72,8 +103,36 @@ pub fn scan(root: &Path, min_frames: usize) -> Result<(Vec<Video>, Vec<PathBuf>)
         if fs.len() < min_frames {
             short.push(dir);
         } else {
-            videos.push(Video { dir, frames: fs });
+            videos.push(Video {
+                dir,
+                frames: fs,
+                #[cfg(feature = "video")]
+                file: None,
+            });
         }
+    }
+    #[cfg(feature = "video")]
+    for f in files {
+        let idx = crate::video_file::index(&f)?;
+        if idx.pts.len() < min_frames {
+            short.push(f);
+        } else {
+            videos.push(Video { dir: f, frames: Vec::new(), file: Some(std::sync::Arc::new(idx)) });
+        }
+    }
+    #[cfg(not(feature = "video"))]
+    if videos.is_empty() && !files.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            &files[0],
+            Location::None,
+            format!(
+                "{} video file(s) under {} but this build of vqfast has no `video` feature: extract frames with \
+                 `python -m vqfast.io.extract_frames` or rebuild with FFmpeg support (see README)",
+                files.len(),
+                root.display()
+            ),
+        ));
     }
     Ok((videos, short))
 }
@@ -92,36 +151,57 @@ pub fn clip_frames(cfg: &ClipConfig, start: usize) -> Vec<usize> {
 
 /// Decode one clip into `dst` (`clip_len * H * W * 3` bytes).
 pub fn load_clip(video: &Video, cfg: &ClipConfig, epoch: u64, vid: u64, dst: &mut [u8]) -> Result<()> {
-    let (start, mut rng) = clip_start(cfg, epoch, vid, video.frames.len());
+    let (start, mut rng) = clip_start(cfg, epoch, vid, video.len());
     let frame_bytes = cfg.out_h * cfg.out_w * 3;
+    let deadline = Instant::now() + cfg.timeout;
+    #[cfg(feature = "video")]
+    let decoded: Option<Vec<frames::Rgb>> = match &video.file {
+        Some(idx) => Some(crate::video_file::decode_frames(&video.dir, idx, &clip_frames(cfg, start), deadline)?),
+        None => None,
+    };
     // The crop window (and the resize plan) is chosen at the first frame and kept for the clip.
     let mut resizer: Option<(frames::Resizer, usize, usize)> = None;
     for (t, fi) in clip_frames(cfg, start).into_iter().enumerate() {
+        if Instant::now() > deadline {
+            return Err(Error::new(ErrorKind::Decode, &video.dir, Location::None, format!("clip decode exceeded its deadline ({:?})", cfg.timeout)));
+        }
+        #[cfg(feature = "video")]
+        if let Some(imgs) = &decoded {
+            let img = &imgs[t];
+            let _ = fi;
+            place(cfg, &mut rng, &mut resizer, img, &video.dir)?;
+            resizer.as_ref().unwrap().0.run(img, &mut dst[t * frame_bytes..(t + 1) * frame_bytes]);
+            continue;
+        }
         let path = &video.frames[fi];
         let img = frames::decode_file(path)?;
-        match &resizer {
-            Some((r, _, _)) if r.fits(&img) => {}
-            Some((_, h, w)) => {
-                return Err(Error::new(
-                    ErrorKind::Decode,
-                    path,
-                    Location::None,
-                    format!("frame is {}x{} but earlier frames of the clip are {w}x{h}", img.w, img.h),
-                ))
-            }
-            None => {
-                let (rh, rw) = frames::cover_size(img.h, img.w, cfg.out_h, cfg.out_w);
-                let (top, left) = if cfg.random_crop {
-                    (rng.below((rh - cfg.out_h + 1) as u64) as usize, rng.below((rw - cfg.out_w + 1) as u64) as usize)
-                } else {
-                    ((rh - cfg.out_h) / 2, (rw - cfg.out_w) / 2)
-                };
-                resizer = Some((frames::Resizer::new(img.h, img.w, cfg.out_h, cfg.out_w, top, left), img.h, img.w));
-            }
-        }
+        place(cfg, &mut rng, &mut resizer, &img, path)?;
         resizer.as_ref().unwrap().0.run(&img, &mut dst[t * frame_bytes..(t + 1) * frame_bytes]);
     }
     Ok(())
+}
+
+/// Choose the crop window at a clip's first frame; later frames must have the same size.
+fn place(cfg: &ClipConfig, rng: &mut Rng, resizer: &mut Option<(frames::Resizer, usize, usize)>, img: &frames::Rgb, path: &Path) -> Result<()> {
+    match resizer {
+        Some((r, _, _)) if r.fits(img) => Ok(()),
+        Some((_, h, w)) => Err(Error::new(
+            ErrorKind::Decode,
+            path,
+            Location::None,
+            format!("frame is {}x{} but earlier frames of the clip are {w}x{h}", img.w, img.h),
+        )),
+        None => {
+            let (rh, rw) = frames::cover_size(img.h, img.w, cfg.out_h, cfg.out_w);
+            let (top, left) = if cfg.random_crop {
+                (rng.below((rh - cfg.out_h + 1) as u64) as usize, rng.below((rw - cfg.out_w + 1) as u64) as usize)
+            } else {
+                ((rh - cfg.out_h) / 2, (rw - cfg.out_w) / 2)
+            };
+            *resizer = Some((frames::Resizer::new(img.h, img.w, cfg.out_h, cfg.out_w, top, left), img.h, img.w));
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]
@@ -149,7 +229,7 @@ mod tests {
                 write_png(&d.join(format!("frame_{i}.png")), 8, 6, i as u8 * 5);
             }
         }
-        let cfg = ClipConfig { clip_len: 4, frame_stride: 3, out_h: 6, out_w: 8, random_crop: false, seed: 3 };
+        let cfg = ClipConfig { clip_len: 4, frame_stride: 3, out_h: 6, out_w: 8, random_crop: false, seed: 3, timeout: Duration::from_secs(30) };
         let (videos, short) = scan(&root, cfg.span()).unwrap();
         assert_eq!(videos.len(), 2);
         assert_eq!(short.len(), 1);
@@ -161,7 +241,7 @@ mod tests {
                 for t in 1..idx.len() {
                     assert_eq!(idx[t], idx[t - 1] + 3);
                 }
-                assert!(idx[3] < video.frames.len());
+                assert!(idx[3] < video.len());
             }
         }
         std::fs::remove_dir_all(&root).unwrap();

@@ -15,6 +15,8 @@ pub mod prefetch;
 pub mod ptfile;
 pub mod rearrange;
 pub mod shards;
+#[cfg(feature = "video")]
+pub mod video_file;
 pub mod zipdir;
 
 #[cfg(feature = "python")]

@@ -334,7 +334,7 @@ struct ClipSetCore {
 #[pymethods]
 impl ClipSetCore {
     #[new]
-    #[pyo3(signature = (root, *, clip_len, frame_stride, height, width, random_crop, batch_size, shuffle, seed, rank, world_size, drop_last))]
+    #[pyo3(signature = (root, *, clip_len, frame_stride, height, width, random_crop, batch_size, shuffle, seed, rank, world_size, drop_last, timeout_s=60.0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -350,14 +350,18 @@ impl ClipSetCore {
         rank: usize,
         world_size: usize,
         drop_last: bool,
+        timeout_s: f64,
     ) -> PyResult<Self> {
+        if !(timeout_s > 0.0 && timeout_s.is_finite()) {
+            return Err(PyValueError::new_err(format!("timeout_s must be a positive number of seconds, got {timeout_s}")));
+        }
         if clip_len == 0 || frame_stride == 0 || height == 0 || width == 0 {
             return Err(PyValueError::new_err(format!(
                 "clip_len ({clip_len}), frame_stride ({frame_stride}) and size ({height}, {width}) must be >= 1"
             )));
         }
         let cfg = plan_config(batch_size, shuffle, seed, rank, world_size, drop_last, 0)?;
-        let clip = ClipConfig { clip_len, frame_stride, out_h: height, out_w: width, random_crop, seed };
+        let clip = ClipConfig { clip_len, frame_stride, out_h: height, out_w: width, random_crop, seed, timeout: Duration::from_secs_f64(timeout_s) };
         let span = clip.span();
         let (videos, short) = detach_guarded(py, move || clips::scan(&root, span))?;
         Ok(ClipSetCore { videos: Arc::new(videos), short: short.iter().map(|p| p.display().to_string()).collect(), clip, cfg })
@@ -368,7 +372,7 @@ impl ClipSetCore {
     }
 
     fn frame_counts(&self) -> Vec<usize> {
-        self.videos.iter().map(|v| v.frames.len()).collect()
+        self.videos.iter().map(|v| v.len()).collect()
     }
 
     fn too_short(&self) -> Vec<String> {
@@ -380,14 +384,14 @@ impl ClipSetCore {
     }
 
     fn fingerprint(&self) -> u64 {
-        let sizes: Vec<u64> = self.videos.iter().map(|v| v.frames.len() as u64).collect();
+        let sizes: Vec<u64> = self.videos.iter().map(|v| v.len() as u64).collect();
         plan::fingerprint(&sizes, &self.cfg) ^ plan::splitmix64((self.clip.clip_len * 1_000_003 + self.clip.frame_stride) as u64)
     }
 
     /// This rank's `(video id, first frame)` for every clip of `epoch`, batch after batch.
     fn plan(&self, epoch: u64) -> Vec<(u64, usize)> {
         let rp = self.rank_plan(epoch);
-        rp.samples.iter().map(|&v| (v, clips::clip_start(&self.clip, epoch, v, self.videos[v as usize].frames.len()).0)).collect()
+        rp.samples.iter().map(|&v| (v, clips::clip_start(&self.clip, epoch, v, self.videos[v as usize].len()).0)).collect()
     }
 
     #[pyo3(signature = (epoch, start_batch, num_threads, prefetch, skip_errors))]
@@ -478,5 +482,6 @@ fn _io(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ShardSetCore>()?;
     m.add_class::<ClipSetCore>()?;
     m.add_function(wrap_pyfunction!(frames_to_model_input, m)?)?;
+    m.add("HAS_VIDEO", cfg!(feature = "video"))?;
     Ok(())
 }

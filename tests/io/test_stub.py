@@ -17,6 +17,8 @@ def _stub_names():
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
             top.add(node.name)
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and not node.target.id.startswith("_"):
+            top.add(node.target.id)
         if isinstance(node, ast.ClassDef):
             methods[node.name] = {n.name for n in node.body if isinstance(n, ast.FunctionDef)}
     return top, methods

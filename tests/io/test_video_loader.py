@@ -157,3 +157,15 @@ def test_resume_and_drop_mid_epoch(root):
     again = VideoClipLoader(root, clip_len=2, size=(12, 16), batch_size=1, num_threads=2, seed=4)
     again.load_state_dict(state)
     assert head + [p for _, ps in again for p in ps] == full
+
+
+def test_video_files_without_the_feature_point_to_extract_frames(tmp_path):
+    import vqfast._io as native
+
+    if native.HAS_VIDEO:
+        pytest.skip("built with the `video` feature (tests/io/test_video_files.py covers it)")
+    (tmp_path / "a.mp4").write_bytes(b"\x00" * 64)
+    from vqfast.io import UnsupportedFormatError
+
+    with pytest.raises(UnsupportedFormatError, match="extract_frames"):
+        VideoClipLoader(str(tmp_path), clip_len=2, size=8, batch_size=1)

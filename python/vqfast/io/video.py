@@ -37,8 +37,11 @@ class VideoClipLoader:
 
     Args:
         root: a folder with one sub-folder per video, each holding numbered ``.jpg``/``.png``
-            frames (sorted by the number in the name). Videos shorter than one clip are skipped
-            (logged). Video files are not read by this build: extract frames first.
+            frames (sorted by the number in the name), and, when the extension was built with
+            the cargo feature ``video`` (``vqfast._io.HAS_VIDEO``), video files (MP4/MKV/WebM/AVI/MOV)
+            directly in ``root``: indexed once (frame timestamps from the demuxer), each clip seeks
+            to a keyframe and picks frames by timestamp. Without it, convert videos with
+            ``python -m vqfast.io.extract_frames``. Videos shorter than one clip are skipped (logged).
         clip_len: frames per clip (T); frame_stride: step between them.
         size: ``(H, W)`` or an int: output size after cover-resize and crop.
         crop: ``"center"`` or ``"random"`` (seeded per seed, epoch and video).
@@ -47,6 +50,7 @@ class VideoClipLoader:
         num_threads: Rust decode threads; prefetch: batches built ahead.
         on_error: ``"raise"``, or ``"skip"``: a clip that fails to decode is replaced by the next
             video's clip (deterministic), and the error is recorded in ``loader.errors``.
+        timeout_s: per-clip decode deadline; a clip that takes longer fails (``FrameDecodeError``).
     """
 
     def __init__(
@@ -66,6 +70,7 @@ class VideoClipLoader:
         prefetch: int = 4,
         crop: str = "center",
         on_error: str = "raise",
+        timeout_s: float = 60.0,
     ) -> None:
         self.root = os.fspath(root)
         if not os.path.isdir(self.root):
@@ -86,7 +91,7 @@ class VideoClipLoader:
         self._core = _io.ClipSetCore(
             self.root, clip_len=clip_len, frame_stride=frame_stride, height=self.size[0], width=self.size[1],
             random_crop=crop == "random", batch_size=batch_size, shuffle=self.shuffle, seed=seed, rank=self.rank,
-            world_size=self.world_size, drop_last=self.drop_last,
+            world_size=self.world_size, drop_last=self.drop_last, timeout_s=float(timeout_s),
         )
         self.video_paths: List[str] = list(self._core.video_dirs())
         short = self._core.too_short()
