@@ -154,9 +154,13 @@ pub fn load_clip(video: &Video, cfg: &ClipConfig, epoch: u64, vid: u64, dst: &mu
     let (start, mut rng) = clip_start(cfg, epoch, vid, video.len());
     let frame_bytes = cfg.out_h * cfg.out_w * 3;
     let deadline = Instant::now() + cfg.timeout;
+    // Video files: swscale converts and scales to the covering size in one pass; only the crop is left.
     #[cfg(feature = "video")]
     let decoded: Option<Vec<frames::Rgb>> = match &video.file {
-        Some(idx) => Some(crate::video_file::decode_frames(&video.dir, idx, &clip_frames(cfg, start), deadline)?),
+        Some(idx) => {
+            let (rh, rw) = frames::cover_size(idx.height, idx.width, cfg.out_h, cfg.out_w);
+            Some(crate::video_file::decode_frames(&video.dir, idx, &clip_frames(cfg, start), (rw, rh), deadline)?)
+        }
         None => None,
     };
     // The crop window (and the resize plan) is chosen at the first frame and kept for the clip.

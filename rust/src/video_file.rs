@@ -25,6 +25,9 @@ pub struct FrameIndex {
     pub stream: usize,
     pub pts: Vec<i64>,
     pub keys: Vec<i64>,
+    /// Coded frame size from the stream parameters.
+    pub width: usize,
+    pub height: usize,
 }
 
 fn init() {
@@ -47,7 +50,16 @@ pub fn is_video(path: &Path) -> bool {
 pub fn index(path: &Path) -> Result<FrameIndex> {
     init();
     let mut ictx = ff::format::input(&path).map_err(|e| decode_err(path, format!("cannot open video: {e}")))?;
-    let stream = ictx.streams().best(ff::media::Type::Video).ok_or_else(|| decode_err(path, "no video stream"))?.index();
+    let best = ictx.streams().best(ff::media::Type::Video).ok_or_else(|| decode_err(path, "no video stream"))?;
+    let stream = best.index();
+    // SAFETY: reading two plain fields of the stream's codec parameters.
+    let (width, height) = unsafe {
+        let p = best.parameters();
+        ((*p.as_ptr()).width.max(0) as usize, (*p.as_ptr()).height.max(0) as usize)
+    };
+    if width == 0 || height == 0 {
+        return Err(decode_err(path, "video stream has no frame size"));
+    }
     let (mut pts, mut keys) = (Vec::new(), Vec::new());
     for (s, packet) in ictx.packets() {
         if s.index() != stream {
@@ -68,11 +80,12 @@ pub fn index(path: &Path) -> Result<FrameIndex> {
     if keys.is_empty() {
         keys.push(pts[0]);
     }
-    Ok(FrameIndex { stream, pts, keys })
+    Ok(FrameIndex { stream, pts, keys, width, height })
 }
 
-/// Decode frames `wanted` (ascending display indices) of `path` into RGB images.
-pub fn decode_frames(path: &Path, index: &FrameIndex, wanted: &[usize], deadline: Instant) -> Result<Vec<Rgb>> {
+/// Decode frames `wanted` (ascending display indices) of `path` into RGB images of `size`
+/// (w, h), converted and scaled (bilinear) by swscale in one pass.
+pub fn decode_frames(path: &Path, index: &FrameIndex, wanted: &[usize], size: (usize, usize), deadline: Instant) -> Result<Vec<Rgb>> {
     init();
     let want_pts: Vec<i64> = wanted.iter().map(|&i| index.pts[i]).collect();
     let (first, last) = (want_pts[0], *want_pts.last().unwrap());
@@ -99,15 +112,15 @@ pub fn decode_frames(path: &Path, index: &FrameIndex, wanted: &[usize], deadline
         let Some(t) = frame.timestamp().or(frame.pts()) else { return Ok(false) };
         if let Ok(pos) = want_pts.binary_search(&t) {
             if out[pos].is_none() {
-                let (w, h) = (frame.width(), frame.height());
+                let (ow, oh) = (size.0 as u32, size.1 as u32);
                 if scaler.is_none() {
                     scaler = Some(
-                        ff::software::scaling::Context::get(frame.format(), w, h, ff::format::Pixel::RGB24, w, h, ff::software::scaling::Flags::BILINEAR)
+                        ff::software::scaling::Context::get(frame.format(), frame.width(), frame.height(), ff::format::Pixel::RGB24, ow, oh, ff::software::scaling::Flags::BILINEAR)
                             .map_err(|e| decode_err(path, format!("swscale: {e}")))?,
                     );
                 }
                 scaler.as_mut().unwrap().run(frame, &mut rgb).map_err(|e| decode_err(path, format!("swscale: {e}")))?;
-                let (w, h) = (w as usize, h as usize);
+                let (w, h) = (size.0, size.1);
                 let stride = rgb.stride(0);
                 let src = rgb.data(0);
                 let mut data = Vec::with_capacity(w * h * 3);
