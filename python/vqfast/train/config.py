@@ -136,6 +136,10 @@ class DataConfig:
     """Held-out data for PSNR and sample grids (generated along with synthetic data)."""
     synthetic_videos: int = 12
     synthetic_frames: int = 16
+    on_error: Literal["raise", "skip"] = "raise"
+    """A clip/image that cannot be read (corrupt or missing frame): ``raise`` stops with an error naming the
+    file; ``skip`` replaces it by the next clip (deterministic), logs a warning and counts it in the
+    ``data/skipped_items`` metric. Passed to ``vqfast.io.VideoClipLoader`` when it supports the option."""
 
     def __post_init__(self):
         if self.size < 8 or self.clip_len < 1 or self.frame_stride < 1:
@@ -148,7 +152,9 @@ class TrainConfig:
     max_steps: int = 100000
     """Number of batches (steps are counted in batches, SPEC §6.6)."""
     batch_size: int = 4
-    """Clips per batch; the model sees batch_size · clip_len frames."""
+    """Clips per optimizer step over ALL ranks (global batch); the model sees batch_size · clip_len frames.
+    Under torchrun each rank loads batch_size / world_size of them (must divide evenly, also by grad_accum),
+    so a run gives the same updates (up to float rounding) on 1 GPU or N: change GPUs, keep the config."""
     log_every: int = 50
     ckpt_every: int = 5000
     sample_every: int = 1000
@@ -179,9 +185,14 @@ class TrainConfig:
     progress: bool = True
     export_safetensors: bool = False
     """Also write the final model weights as run_dir/model.safetensors."""
+    max_bad_steps: int = 20
+    """Steps with non-finite losses or gradients are skipped (no optimizer update, logged with the step and
+    the term); after this many consecutive ones the run stops with an error. 0 = never stop."""
 
     def __post_init__(self):
         problems = []
+        if self.max_bad_steps < 0:
+            problems.append(f"train.max_bad_steps={self.max_bad_steps} (>= 0; 0 = never stop)")
         for name in ("max_steps", "batch_size", "log_every", "ckpt_every", "sample_every", "disc_every",
                      "grad_accum", "lr_decay_every", "keep_checkpoints"):
             value = getattr(self, name)

@@ -170,6 +170,7 @@ class StarGANTrainConfig:
     max_steps: int = 100000
     """Number of batches."""
     batch_size: int = 8
+    """Global batch over all ranks; under torchrun each rank loads batch_size / world_size."""
     log_every: int = 50
     ckpt_every: int = 5000
     sample_every: int = 1000
@@ -177,8 +178,12 @@ class StarGANTrainConfig:
     device: str = "auto"
     progress: bool = True
     export_safetensors: bool = False
+    max_bad_steps: int = 20
+    """Consecutive non-finite steps (skipped, logged) before the run stops; 0 = never stop."""
 
     def __post_init__(self):
+        if self.max_bad_steps < 0:
+            raise ConfigError(f"train.max_bad_steps={self.max_bad_steps}: must be >= 0 (0 = never stop)")
         problems = [f"train.{k}={getattr(self, k)}" for k in
                     ("batch_size", "log_every", "ckpt_every", "sample_every", "keep_checkpoints")
                     if getattr(self, k) < 1]

@@ -138,6 +138,7 @@ class QuantArtStage1Task(VQTask):
             self.sched_disc = optim.scheduler(self.opt_disc, cfg, decay=t.decay_disc_lr)
         self.vocab = int(self.model.vocab_size)
         self._code_counts = torch.zeros(self.vocab, dtype=torch.long, device=device)
+        self._init_ddp_slots()  # wrap_ddp as VQTask: frozen decoder parameters are left out of DDP
         log.info("task quantart_stage1: BaseVQGAN (%.2fM params, use_quantize=%s, freeze_decoder=%s), lr %.3g",
                  sum(p.numel() for p in self.model.parameters()) / 1e6, cfg.model.use_quantize,
                  cfg.model.freeze_decoder, self.lr)

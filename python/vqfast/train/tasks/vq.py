@@ -5,6 +5,12 @@ VQLPIPSWithDiscriminator(optimizer_idx=0) or MSE+vq; D phase (opt_disc) every ``
 detached G-phase reconstruction (``reuse_recon_for_d``; False re-runs the forward like Lightning). D params
 are frozen during the G backward (Lightning's toggle). The D phase is skipped while its factor is 0
 (step < disc_train_start): taming would run it with a zero loss.
+
+DDP (``wrap_ddp``): the generator forward (``vq_forward``) goes through DDP (gradients all-reduced in the
+last micro-batch's backward, ``no_sync`` before); the discriminator has its own DDP wrapper, used in the D
+phase only (in the G phase its parameters are frozen and it is called unwrapped). taming's adaptive weight λ
+is computed from each rank's own gradients (as taming under Lightning DDP). Checkpoints hold the unwrapped
+modules.
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ import logging
 import torch
 
 from vqfast.losses import MSEVQLoss, VQLPIPSWithDiscriminator
+from vqfast.train import distributed as ddp
 from vqfast.train import optim
 from vqfast.train.config import Config
 from vqfast.train.registry import build_model
@@ -57,6 +64,7 @@ class VQTask:
             self.sched_disc = optim.scheduler(self.opt_disc, cfg, decay=t.decay_disc_lr)
         self.vocab = int(self.model.vocab_size)
         self._code_counts = torch.zeros(self.vocab, dtype=torch.long, device=device)
+        self._init_ddp_slots()
         log.info("task vq: model %s (%.2fM params), loss %s, lr %.3g, gan %s", type(self.model).__name__,
                  sum(p.numel() for p in self.model.parameters()) / 1e6, lc.kind, self.lr, self.use_gan)
 
@@ -77,6 +85,38 @@ class VQTask:
         self.model.train()
         self.loss.train()
 
+    # ---- DDP ---------------------------------------------------------------------------------------
+    def _init_ddp_slots(self) -> None:
+        self._ae = ddp.Direct(self.model, "vq_forward")  # replaced by the DDP wrapper in wrap_ddp
+        self._ae_ddp = self._disc_ddp = None
+
+    def wrap_ddp(self, wrap_fn) -> None:
+        """Wrap the generator (``vq_forward``) and the discriminator in DDP; only optimised parameters sync."""
+        trained = {id(p) for g in self.opt_ae.param_groups for p in g["params"]}
+        ignore = [n for n, p in self.model.named_parameters() if id(p) not in trained]
+        self._ae = self._ae_ddp = wrap_fn(self.model, method="vq_forward", ignore=ignore)
+        if self.use_gan:
+            self.discriminator.requires_grad_(True)
+            self._disc_ddp = wrap_fn(self.discriminator)
+
+    def _sync(self, wrapper, last: bool):
+        """DDP ``no_sync`` for every micro-batch but the last (one all-reduce per step)."""
+        if wrapper is None or last:
+            return contextlib.nullcontext()
+        return wrapper.no_sync()
+
+    @contextlib.contextmanager
+    def _disc_phase(self):
+        """The loss calls ``self.loss.discriminator``: route it through DDP for the D step only."""
+        if self._disc_ddp is None:
+            yield
+            return
+        self.loss.discriminator = self._disc_ddp
+        try:
+            yield
+        finally:
+            self.loss.discriminator = self.discriminator
+
     def _autocast(self):
         if self.cfg.train.precision == "bf16":
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
@@ -95,15 +135,16 @@ class VQTask:
         if self.discriminator is not None:
             self.discriminator.requires_grad_(False)
         self.opt_ae.zero_grad(set_to_none=True)
-        for chunk in chunks:
-            with self._autocast():
-                vq_loss, recon, perplexity, indices = self.model.vq_forward(chunk)  # recon ((b t), C, H, W)
-                if self.discriminator is not None:
-                    loss, part = self.loss.generator_loss(vq_loss, chunk, recon.float(), step,
-                                                          last_layer=self.model.last_layer)
-                else:
-                    loss, part = self.loss(vq_loss, chunk, recon.float())
-            (loss / len(chunks)).backward()
+        for k, chunk in enumerate(chunks):
+            with self._sync(self._ae_ddp, k == len(chunks) - 1):
+                with self._autocast():
+                    vq_loss, recon, perplexity, indices = self._ae(chunk)  # recon ((b t), C, H, W)
+                    if self.discriminator is not None:
+                        loss, part = self.loss.generator_loss(vq_loss, chunk, recon.float(), step,
+                                                              last_layer=self.model.last_layer)
+                    else:
+                        loss, part = self.loss(vq_loss, chunk, recon.float())
+                (loss / len(chunks)).backward()
             recons.append(recon.detach())
             part["train/perplexity"] = perplexity.detach().float()
             part["train/psnr"] = psnr(chunk, recon.detach().float(), self.cfg.data.mean, self.cfg.data.std)
@@ -117,13 +158,14 @@ class VQTask:
             self.discriminator.requires_grad_(True)
         if self.use_gan and step % self.cfg.train.disc_every == 0 and step >= self.loss.disc_train_start:
             self.opt_disc.zero_grad(set_to_none=True)
-            for chunk, recon in zip(chunks, recons):
+            for k, (chunk, recon) in enumerate(zip(chunks, recons)):
                 if not self.cfg.train.reuse_recon_for_d:
                     with torch.no_grad(), self._autocast():
                         recon = self.model.vq_forward(chunk)[1]
-                with self._autocast():
-                    d_loss, part = self.loss.discriminator_loss(chunk, recon.float(), step)
-                (d_loss / len(chunks)).backward()
+                with self._disc_phase(), self._sync(self._disc_ddp, k == len(chunks) - 1):
+                    with self._autocast():
+                        d_loss, part = self.loss.discriminator_loss(chunk, recon.float(), step)
+                    (d_loss / len(chunks)).backward()
                 for k, v in part.items():
                     logs[k] = logs.get(k, 0) + v.float() / len(chunks)
             self._clip(self.discriminator.parameters())
@@ -143,7 +185,8 @@ class VQTask:
         return recon.float()
 
     def codebook_stats(self) -> dict[str, torch.Tensor]:
-        counts = self._code_counts.float()
+        """Window code usage over all ranks (one all-reduce) + the quantizers' (already global) health."""
+        counts = ddp.all_reduce_sum_(self._code_counts).float()
         total = counts.sum().clamp_min(1)
         p = counts / total
         out = {"codebook/usage": (counts > 0).float().mean(),
