@@ -251,27 +251,14 @@ def build_stargan_config(raw: dict, where: str) -> StarGANConfig:
     return cfg
 
 
-def _runs_on_cpu(raw: dict, parsed: list) -> bool:
-    device = dict(parsed).get("train.device", (raw.get("train") or {}).get("device", "auto"))
-    if device == "auto":
-        import torch
-        return not torch.cuda.is_available()
-    return str(device).startswith("cpu")
-
-
 def load_stargan_config(path: str | Path, overrides: Iterable[str] = ()) -> StarGANConfig:
-    """Read a YAML (path or shipped name), apply ``cpu_overrides`` (on CPU) and ``--set`` overrides, validate."""
-    from vqfast.train.loading import apply_overrides, parse_overrides, read_raw, resolve_config_path
+    """Read a YAML (path or shipped name), apply ``cpu_overrides`` (on CPU) and ``--set`` overrides, validate.
 
-    resolved = resolve_config_path(path)
-    raw = read_raw(resolved)
-    parsed = parse_overrides(overrides)
-    cpu = raw.get("cpu_overrides") or {}
-    if cpu and _runs_on_cpu(raw, parsed):
-        if not isinstance(cpu, dict):
-            raise ConfigError(f"cpu_overrides in {resolved}: expected a mapping of dotted keys, got {cpu!r}")
-        log.info("training on CPU: applying cpu_overrides from %s: %s", resolved, cpu)
-        raw = apply_overrides(raw, list(cpu.items()))
-    raw = apply_overrides(raw, parsed)
-    where = str(resolved) + (" with --set " + " ".join(k for k, _ in parsed) if parsed else "")
-    return build_stargan_config(raw, where)
+    The shared loader (``vqfast.train.loading.load_config``) dispatches StarGAN configs here by model type.
+    """
+    from vqfast.train.loading import load_config
+
+    cfg = load_config(path, overrides)
+    if not isinstance(cfg, StarGANConfig):
+        raise ConfigError(f"{path}: model.type={cfg.model.type!r} is not {FAMILY!r}")
+    return cfg
