@@ -162,9 +162,19 @@ class Direct:
         return self.fn(*args, **kwargs)
 
 
-def ddp_wrapper(device: torch.device, *, broadcast_buffers: bool = True):
-    """The ``wrap_fn(module, method=None, ignore=())`` tasks receive in ``wrap_ddp``."""
+def ddp_wrapper(device: torch.device):
+    """The ``wrap_fn(module, method=None, ignore=())`` tasks receive in ``wrap_ddp``.
+
+    Buffers (BatchNorm statistics, EMA codebooks) are synced from rank 0 at each wrapped forward (DDP's
+    default); the quantizers additionally all-reduce their EMA statistics, so codebooks never diverge.
+    """
+    import inspect
+
     from torch.nn.parallel import DistributedDataParallel as DDP
+
+    # newer torch renamed broadcast_buffers (deprecated) to forward_sync_buffers; both default to True
+    sync_kw = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DDP).parameters \
+        else "broadcast_buffers"
 
     def wrap(module: nn.Module, method: str | None = None, ignore: Iterable[str] = ()) -> nn.Module:
         target = MethodCall(module, method) if method else module
@@ -173,6 +183,7 @@ def ddp_wrapper(device: torch.device, *, broadcast_buffers: bool = True):
         if ignore:
             DDP._set_params_and_buffers_to_ignore_for_model(target, ignore)
         kwargs = {"device_ids": [device.index]} if device.type == "cuda" else {}
-        return DDP(target, broadcast_buffers=broadcast_buffers, **kwargs)
+        kwargs[sync_kw] = True
+        return DDP(target, **kwargs)
 
     return wrap
