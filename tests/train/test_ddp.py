@@ -148,3 +148,28 @@ def test_torchrun_cli_rank0_writes_and_resumes(tmp_path):
     assert sorted(_losses(run)) == [1, 2, 3]
     with pytest.raises(AssertionError, match="not divisible by world_size=2"):
         _torchrun(*args, "--set", "train.batch_size=3")
+
+
+FAMILY_SMOKE = {
+    "stargan_v2_latent": ["seed=3", "backend=torch", "model.base_dim=32", "model.n_res_blocks=1",
+                          "model.mapping_hidden_dim=32", "model.d_dim=16", "model.style_dim=16", "model.latent_dim=8",
+                          "training.use_amp=false", "loss.r1_interval=2", "data.resolution=16",
+                          "data.synthetic_per_domain=12", "data.synthetic_shards_per_domain=1",
+                          "data.reference_pool=8", "train.batch_size=4"],
+    "dinovq": ["data.synthetic_videos=1"],
+    "quantart_stage2": [],
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILY_SMOKE))
+def test_torchrun_two_steps_other_families(tmp_path, family):
+    """Every other family trains 2 steps under torchrun (2 ranks, gloo) and rank 0 writes its outputs."""
+    run = tmp_path / family
+    args = ["-m", "vqfast.train", "--config", family]
+    for kv in (f"run_dir={run}", "train.max_steps=2", "train.device=cpu", "train.progress=false",
+               "train.log_every=1", *FAMILY_SMOKE[family]):
+        args += ["--set", kv]
+    _torchrun(*args)
+    lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [l["step"] for l in lines if "samples_per_s" in l] == [1, 2]
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["world_size"] == 2

@@ -197,3 +197,21 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
     for k in ("quantize.embedding.cluster_size", "quantize.embedding.embed_avg", "quantize.steps_unused",
               "quantize.usage_ema"):
         assert k in a["modules"]["model"], k  # EMA and codebook-health buffers are part of the comparison
+
+
+# ---- bad input ------------------------------------------------------------------------------------------
+def test_data_on_error_skip_counts_and_raise_names_the_file(tmp_path):
+    base = ["data.loader=python", "train.max_steps=2", "train.log_every=2", "train.sample_every=100"]
+    cfg = _cfg(tmp_path / "ok", *base)
+    train(cfg)
+    bad = min((sorted(Path(cfg.data.root).iterdir())[1]).iterdir())
+    bad.write_bytes(b"not a jpeg")  # a corrupt frame
+    data = [f"data.root={cfg.data.root}", f"data.val_root={cfg.data.val_root}"]
+    last = train(_cfg(tmp_path / "skip", *base, *data, "data.on_error=skip", "train.max_steps=4",
+                      "train.log_every=4"))  # one epoch: every clip is visited
+    assert last["step"] == 4 and last["data/skipped_items"] >= 1
+    from vqfast.train.data import FrameLoadError
+    with pytest.raises(FrameLoadError, match=bad.parent.name):
+        train(_cfg(tmp_path / "raise", *base, *data, "data.on_error=raise", "train.max_steps=4"))
+    with pytest.raises(Exception, match="data.on_error"):
+        _cfg(tmp_path / "x", "data.on_error=ignore")

@@ -16,6 +16,9 @@ Per batch (steps are batches):
   reproduces that (forward re-run without a graph). Before disc_start the seed's D loss is exactly 0,
   so skipping the D phase changes no parameter (only Adam's step counter).
 Logged values are detached 0-dim tensors (no host sync).
+
+DDP (``wrap_ddp``): ``generator_step`` runs through DDP over the generator parameters (the discriminator
+inside ``model.loss_fn`` is left out), the discriminator has its own DDP wrapper used in the D phase only.
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ from vqfast.data.dino import (
 )
 from vqfast.losses.dinovq import DISCRIMINATOR_KEYS
 from vqfast.models.dinovq import DinoVQModel
+from vqfast.train import distributed as ddp
 from vqfast.train.dinovq_config import DinoVQModelConfig
 
 log = logging.getLogger("vqfast")
@@ -123,6 +127,8 @@ class DinoVQTask:
             self.sched_disc = optim.scheduler(self.opt_disc, cfg, decay=t.decay_disc_lr)
         self.vocab = self.model.vocab_size
         self._code_counts = torch.zeros(self.vocab, dtype=torch.long, device=device)
+        self._gen = ddp.Direct(self.model, "generator_step")
+        self._disc_ddp = None
         log.info("task dinovq: %.2fM generator params, codebook %d, grid %s, lr %.3g, gan %s, perceptual %s",
                  sum(p.numel() for p in self.model.generator_parameters()) / 1e6, self.vocab, self.model.grid,
                  self.lr, self.discriminator is not None, mc.use_perceptual)
@@ -139,6 +145,25 @@ class DinoVQTask:
 
     def train(self) -> None:
         self.model.train()
+
+    def wrap_ddp(self, wrap_fn) -> None:
+        trained = {id(p) for p in self.model.generator_parameters()}
+        ignore = [n for n, p in self.model.named_parameters() if id(p) not in trained]
+        self._gen = wrap_fn(self.model, method="generator_step", ignore=ignore)
+        if self.discriminator is not None:
+            self.discriminator.requires_grad_(True)
+            self._disc_ddp = wrap_fn(self.discriminator)
+
+    @contextlib.contextmanager
+    def _disc_phase(self):
+        if self._disc_ddp is None:
+            yield
+            return
+        self.model.loss_fn.discriminator = self._disc_ddp
+        try:
+            yield
+        finally:
+            self.model.loss_fn.discriminator = self.discriminator
 
     def _autocast(self):
         if self.cfg.train.precision == "bf16":
@@ -178,7 +203,7 @@ class DinoVQTask:
         self.opt_ae.zero_grad(set_to_none=True)
         for xs, fs in chunks:
             with self._autocast():
-                losses, out = model.generator_step(xs, fs, step)
+                losses, out = self._gen(xs, fs, step)
             (losses["total_loss"] / len(chunks)).backward()
             recons.append(out["reconstructed_imgs"].detach())
             part = {f"train/{k}": v.detach().float() for k, v in losses.items()}
@@ -197,9 +222,10 @@ class DinoVQTask:
         self.opt_disc.zero_grad(set_to_none=True)
         for (xs, fs), recon in zip(chunks, recons):
             reuse = recon if self.cfg.train.reuse_recon_for_d else None
-            with self._autocast():
-                d = model.compute_loss(xs, fs, "discriminator", step, reconstructed_imgs=reuse)
-            (d["disc_loss"] / len(chunks)).backward()
+            with self._disc_phase():
+                with self._autocast():
+                    d = model.compute_loss(xs, fs, "discriminator", step, reconstructed_imgs=reuse)
+                (d["disc_loss"] / len(chunks)).backward()
             for k in DISCRIMINATOR_KEYS:
                 v = torch.as_tensor(d[k], dtype=torch.float32, device=self.device).detach()
                 logs[f"train/{k}"] = logs.get(f"train/{k}", 0) + v / len(chunks)
@@ -220,7 +246,7 @@ class DinoVQTask:
         return recon.float()
 
     def codebook_stats(self) -> dict[str, torch.Tensor]:
-        counts = self._code_counts.float()
+        counts = ddp.all_reduce_sum_(self._code_counts).float()  # window usage over all ranks
         p = counts / counts.sum().clamp_min(1)
         out = {"codebook/usage": (counts > 0).float().mean(),
                "codebook/window_perplexity": torch.exp(-(p * torch.log(p + 1e-10)).sum())}

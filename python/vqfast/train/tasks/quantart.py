@@ -14,6 +14,9 @@ zeroed by disc_start / G_step) and so does this task: Adam and BatchNorm state e
 Data: the engine hands either a content tensor ((B), 3, H, W) — then the style batch comes from the task's own
 independently shuffled style stream (batch ``step`` of ``model.style_root``) — or a dict
 ``{"content", "style"}`` of uint8 (B, H, W, 3) / normalised tensors (``vqfast.data.unpaired.UnpairedImages``).
+
+DDP (``wrap_ddp``): stage 1 as the VQ task (frozen decoder parameters left out of DDP); stage 2 wraps
+``model_x2y``'s ``transfer`` (frozen stage-1 parts are not DDP parameters) and the latent D (D phase only).
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from vqfast.data.unpaired import ImageStream, make_paintings
 from vqfast.losses import VQLPIPSWithDiscriminator
 from vqfast.losses.quantart import Stage2Loss
 from vqfast.models.quantart import BaseVQGAN, Stage1CheckpointError, StyleTransfer
+from vqfast.train import distributed as ddp
 from vqfast.train import optim
 from vqfast.train.config import Config
 from vqfast.train.errors import CheckpointError, ConfigError
@@ -175,6 +179,8 @@ class QuantArtStage2Task:
         self.vocab = int(mc.n_embed)
         self._code_counts = torch.zeros(self.vocab, dtype=torch.long, device=device)
         self._steps_done = 0
+        self._transfer = ddp.Direct(self.model, "transfer")
+        self._disc_ddp = None
         log.info("task quantart_stage2: model_x2y %.2fM trainable params (%d blocks), D on %d-ch latents, lr %.3g, "
                  "style images %s (%d)", sum(p.numel() for p in self.model.trainable_parameters()) / 1e6,
                  mc.block_num, mc.lossconfig.disc_in_channels, self.lr, self.style.root, len(self.style))
@@ -190,7 +196,7 @@ class QuantArtStage2Task:
         mc.style_root = str(root.resolve())
         log.info("model.style_root was unset: using generated flat-colour paintings at %s", mc.style_root)
         cfg_file = Path(cfg.run_dir) / "config.yaml"
-        if cfg_file.is_file():  # keep the run's resolved config truthful about the style data used
+        if cfg_file.is_file() and ddp.is_main():  # keep the run's resolved config truthful about the style data used
             from vqfast.train.loading import config_to_yaml
             cfg_file.write_text(config_to_yaml(cfg), encoding="utf-8")
         return root
@@ -208,6 +214,24 @@ class QuantArtStage2Task:
     def train(self) -> None:
         self.model.train()  # frozen stage-1 parts stay in eval mode (StyleTransfer.train)
         self.loss.train()
+
+    def wrap_ddp(self, wrap_fn) -> None:
+        trained = {id(p) for p in self.model.trainable_parameters()}
+        ignore = [n for n, p in self.model.named_parameters() if id(p) not in trained]
+        self._transfer = wrap_fn(self.model, method="transfer", ignore=ignore)
+        self.discriminator.requires_grad_(True)
+        self._disc_ddp = wrap_fn(self.discriminator)
+
+    @contextlib.contextmanager
+    def _disc_phase(self):
+        if self._disc_ddp is None:
+            yield
+            return
+        self.loss.discriminator = self._disc_ddp
+        try:
+            yield
+        finally:
+            self.loss.discriminator = self.discriminator
 
     def _autocast(self):
         if self.cfg.train.precision == "bf16":
@@ -250,7 +274,7 @@ class QuantArtStage2Task:
         kept = []
         for c, s in pairs:
             with self._autocast():
-                quant_x, quant_y, quant_ref, diff, idx_y, _ = self.model.transfer(c, s)  # (b, D, h, w) ...
+                quant_x, quant_y, quant_ref, diff, idx_y, _ = self._transfer(c, s)  # (b, D, h, w) ...
                 total, aeloss, part = self.loss.generator_loss(diff.float(), quant_ref.float(), quant_y.float(),
                                                                quant_x.float(), step,
                                                                last_layer=self.model.last_layer)
@@ -271,9 +295,10 @@ class QuantArtStage2Task:
             if not self.cfg.train.reuse_recon_for_d:
                 with torch.no_grad(), self._autocast():
                     quant_y = self.model.transfer(c, s)[1]
-            with self._autocast():
-                d_loss, part = self.loss.discriminator_loss(quant_ref.float(), quant_y.float(), step)
-            (d_loss / len(pairs)).backward()
+            with self._disc_phase():
+                with self._autocast():
+                    d_loss, part = self.loss.discriminator_loss(quant_ref.float(), quant_y.float(), step)
+                (d_loss / len(pairs)).backward()
             part["train/discloss"] = d_loss.detach()
             add(part)
         self._clip(self.discriminator.parameters())
@@ -317,7 +342,7 @@ class QuantArtStage2Task:
         return out
 
     def codebook_stats(self) -> dict[str, torch.Tensor]:
-        counts = self._code_counts.float()
+        counts = ddp.all_reduce_sum_(self._code_counts).float()  # window usage over all ranks
         p = counts / counts.sum().clamp_min(1)
         out = {"codebook/usage": (counts > 0).float().mean(),
                "codebook/window_perplexity": torch.exp(-(p * torch.log(p + 1e-10)).sum())}

@@ -10,6 +10,11 @@ Per step (``step`` = global 0-based batch count; epoch and in-epoch batch index 
    g_loss = w_adv·g_adv + w_sty·sty + w_cyc·cyc + w_id·id − λ_ds·ds, ref and latent paths summed.
 6. opt_g step (G, E, F groups), EMA update if enabled, LR schedulers step.
 Returns detached 0-dim tensors ``d_loss, g_loss, g_adv, sty, ds, cyc, id, r1, lambda_ds`` (no host sync).
+
+DDP (``wrap_ddp``): G, E, F and D each get a DDP wrapper; during the D phase all four run wrapped, during the
+G phase G/E/F run wrapped and D (frozen) unwrapped. The per-rank batch is ``train.batch_size / world_size``;
+target domains and the reference pool draw from per-rank seeds. ``extra_state`` holds the grad scaler and
+the target-domain generator (the reference pool is refilled, not restored, on resume).
 """
 from __future__ import annotations
 
@@ -81,6 +86,8 @@ class StarGANLatentTask:
         self.pool: Optional[ReferencePool] = None
         self.renderer = None
         self._target_gen = torch.Generator().manual_seed(cfg.seed + 17)
+        self._raw_nets: dict = {}
+        self._ddp_nets: dict = {}
         self._epoch_hint = 0
         self._zero = torch.zeros((), device=self.device)
         log.info("task stargan_v2_latent: G %.2fM, E %.2fM, F %.2fM, D %.2fM params, %d domains, amp %s",
@@ -105,6 +112,42 @@ class StarGANLatentTask:
     def train(self) -> None:
         self.nets.train()
 
+    # ---- DDP / resume ---------------------------------------------------------------------------
+    _NETS = ("generator", "style_encoder", "mapping", "discriminator")
+
+    def wrap_ddp(self, wrap_fn) -> None:
+        self._raw_nets = {k: getattr(self.nets, k) for k in self._NETS}
+        for net in self._raw_nets.values():
+            net.requires_grad_(True)
+        self._ddp_nets = {k: wrap_fn(m) for k, m in self._raw_nets.items()}
+
+    @contextlib.contextmanager
+    def _phase(self, phase: str):
+        """D phase: every net through DDP; G phase: D (frozen) unwrapped."""
+        if not self._ddp_nets:
+            yield
+            return
+        for k, wrapped in self._ddp_nets.items():
+            if not (phase == "g" and k == "discriminator"):
+                setattr(self.nets, k, wrapped)
+        try:
+            yield
+        finally:
+            for k, raw in self._raw_nets.items():
+                setattr(self.nets, k, raw)
+
+    def extra_state(self) -> dict:
+        out = {"target_gen": self._target_gen.get_state()}
+        if self.scaler is not None:
+            out["scaler"] = self.scaler.state_dict()
+        return out
+
+    def load_extra_state(self, state: dict) -> None:
+        if "target_gen" in state:
+            self._target_gen.set_state(state["target_gen"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+
     def codebook_stats(self) -> dict[str, torch.Tensor]:
         return {}
 
@@ -126,7 +169,8 @@ class StarGANLatentTask:
 
     def build_loader(self, *, rank: int = 0, world_size: int = 1):
         """The content loader (LatentShardLoader when available) and the reference pool; sets steps_per_epoch."""
-        d, bs = self.cfg.data, self.cfg.train.batch_size
+        d, bs = self.cfg.data, self.cfg.train.batch_size // world_size  # global batch split over ranks
+        self._target_gen.manual_seed(self.cfg.seed + 17 + 7919 * rank)
         if d.root is None:
             raise ValueError("data.root is unset: call ensure_dataset(run_dir) first")
         paths = list_shards(d.root)
@@ -216,6 +260,8 @@ class StarGANLatentTask:
         try:
             return self._training_step(batch, step)
         except torch.cuda.OutOfMemoryError:
+            if self._ddp_nets:  # ranks would disagree on the step: DDP cannot skip a batch on one rank
+                raise
             if not self.cfg.training.skip_oom_batches:
                 raise
             self.opt_d.zero_grad(set_to_none=True)
@@ -234,47 +280,49 @@ class StarGANLatentTask:
         reuse = cfg.training.reuse_d_phase_forwards
 
         # ---- D phase ----
-        with self._autocast():
-            with contextlib.nullcontext() if reuse else torch.no_grad():
-                s_ref, s_lat, fake_ref, fake_lat = self._styles_and_fakes(content, x_ref, y_trg, z_trg)
-            real = n.discriminator(x_ref, y_trg)                                  # (B, 1, h, w)
-            d_loss = L.discriminator_loss(real, n.discriminator(fake_ref.detach(), y_trg),
-                                          n.discriminator(fake_lat.detach(), y_trg), lc.gan_loss)
-        if self.is_r1_step(step):
-            with torch.autocast(device_type=self.device.type, enabled=False):
-                x_r1 = x_ref.detach().float().requires_grad_(True)                # (B, C, H, W) fp32
-                r1 = L.r1_penalty(n.discriminator(x_r1, y_trg), x_r1, half=lc.r1_half)
-            d_loss = d_loss + L.r1_weight(lc.w_r1, lc.r1_interval) * r1
-        else:
-            r1 = self._zero
-        self.opt_d.zero_grad(set_to_none=True)
-        self._backward(d_loss)
-        self._step(self.opt_d)
+        with self._phase("d"):  # every net through DDP (no-op single-process)
+            with self._autocast():
+                with contextlib.nullcontext() if reuse else torch.no_grad():
+                    s_ref, s_lat, fake_ref, fake_lat = self._styles_and_fakes(content, x_ref, y_trg, z_trg)
+                real = n.discriminator(x_ref, y_trg)                                  # (B, 1, h, w)
+                d_loss = L.discriminator_loss(real, n.discriminator(fake_ref.detach(), y_trg),
+                                              n.discriminator(fake_lat.detach(), y_trg), lc.gan_loss)
+            if self.is_r1_step(step):
+                with torch.autocast(device_type=self.device.type, enabled=False):
+                    x_r1 = x_ref.detach().float().requires_grad_(True)                # (B, C, H, W) fp32
+                    r1 = L.r1_penalty(n.discriminator(x_r1, y_trg), x_r1, half=lc.r1_half)
+                d_loss = d_loss + L.r1_weight(lc.w_r1, lc.r1_interval) * r1
+            else:
+                r1 = self._zero
+            self.opt_d.zero_grad(set_to_none=True)
+            self._backward(d_loss)
+            self._step(self.opt_d)
 
         # ---- G phase (D frozen) ----
         freeze = cfg.training.freeze_d_in_g_step
         if freeze:
             n.discriminator.requires_grad_(False)
         try:
-            with self._autocast():
-                if not reuse:
-                    s_ref, s_lat, fake_ref, fake_lat = self._styles_and_fakes(content, x_ref, y_trg, z_trg)
-                g_adv = (L.generator_adv_loss(n.discriminator(fake_ref, y_trg), lc.gan_loss)
-                         + L.generator_adv_loss(n.discriminator(fake_lat, y_trg), lc.gan_loss))
-                sty = (L.style_reconstruction_loss(n.style_encoder(fake_ref, y_trg), s_ref)
-                       + L.style_reconstruction_loss(n.style_encoder(fake_lat, y_trg), s_lat))
-                fake_1 = n.generator(content, n.mapping(z_1, y_trg))                # (B, C, H, W)
-                fake_2 = n.generator(content, n.mapping(z_2, y_trg))                # (B, C, H, W)
-                ds = L.diversity_loss(fake_1, fake_2, lc.ds_margin, detach_second=lc.ds_detach_second)
-                s_src = n.style_encoder(content, y_src)                             # (B, S)
-                cyc = (L.cycle_consistency_loss(n.generator(fake_ref, s_src), content)
-                       + L.cycle_consistency_loss(n.generator(fake_lat, s_src), content))
-                idt = L.identity_loss(n.generator(content, s_src), content) if lc.w_id > 0 else self._zero
-                g_loss = L.generator_loss(g_adv=g_adv, sty=sty, cyc=cyc, ds=ds, id=idt, w_adv=lc.w_adv,
-                                          w_sty=lc.w_sty, w_cyc=lc.w_cyc, w_id=lc.w_id, lambda_ds=lam)
-            self.opt_g.zero_grad(set_to_none=True)
-            self._backward(g_loss)
-            self._step(self.opt_g)
+            with self._phase("g"):  # G/E/F through DDP, frozen D unwrapped
+                with self._autocast():
+                    if not reuse:
+                        s_ref, s_lat, fake_ref, fake_lat = self._styles_and_fakes(content, x_ref, y_trg, z_trg)
+                    g_adv = (L.generator_adv_loss(n.discriminator(fake_ref, y_trg), lc.gan_loss)
+                             + L.generator_adv_loss(n.discriminator(fake_lat, y_trg), lc.gan_loss))
+                    sty = (L.style_reconstruction_loss(n.style_encoder(fake_ref, y_trg), s_ref)
+                           + L.style_reconstruction_loss(n.style_encoder(fake_lat, y_trg), s_lat))
+                    fake_1 = n.generator(content, n.mapping(z_1, y_trg))                # (B, C, H, W)
+                    fake_2 = n.generator(content, n.mapping(z_2, y_trg))                # (B, C, H, W)
+                    ds = L.diversity_loss(fake_1, fake_2, lc.ds_margin, detach_second=lc.ds_detach_second)
+                    s_src = n.style_encoder(content, y_src)                             # (B, S)
+                    cyc = (L.cycle_consistency_loss(n.generator(fake_ref, s_src), content)
+                           + L.cycle_consistency_loss(n.generator(fake_lat, s_src), content))
+                    idt = L.identity_loss(n.generator(content, s_src), content) if lc.w_id > 0 else self._zero
+                    g_loss = L.generator_loss(g_adv=g_adv, sty=sty, cyc=cyc, ds=ds, id=idt, w_adv=lc.w_adv,
+                                              w_sty=lc.w_sty, w_cyc=lc.w_cyc, w_id=lc.w_id, lambda_ds=lam)
+                self.opt_g.zero_grad(set_to_none=True)
+                self._backward(g_loss)
+                self._step(self.opt_g)
         finally:
             if freeze:
                 n.discriminator.requires_grad_(True)
