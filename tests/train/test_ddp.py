@@ -1,6 +1,7 @@
 """torchrun + DDP on CPU (gloo, 2 processes): synced codebooks and weights across ranks, 2 ranks × B/2 = 1 rank × B
 for the VQGAN family (VQGAN and EMA-VQ), rank-0-only outputs through the real ``torchrun -m vqfast.train``."""
 import json
+import sys
 import os
 import shutil
 import subprocess
@@ -57,10 +58,24 @@ WORKER = textwrap.dedent('''
 ''')
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _torchrun(*args, timeout=300):
+    """torchrun (as `python -m torch.distributed.run`, so the interpreter under test runs it) on a fresh
+    loopback port; one retry when the rendezvous port was taken in between (shared CI machines)."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = ["torchrun", "--standalone", "--nproc_per_node=2", *args]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    for attempt in range(2):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
+               "--master_addr=127.0.0.1", f"--master_port={_free_port()}", *args]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        if res.returncode == 0 or "address already in use" not in res.stderr.lower() or attempt:
+            break
     assert res.returncode == 0, res.stderr[-5000:]
     return res
 
