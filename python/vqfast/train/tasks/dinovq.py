@@ -210,7 +210,8 @@ class DinoVQTask:
             part["train/perplexity"] = out["perplexity"].detach().float()
             for k, v in part.items():
                 logs[k] = logs.get(k, 0) + v / len(chunks)
-            self._code_counts += torch.bincount(out["indices"].reshape(-1), minlength=self.vocab)[: self.vocab]
+            codes = out["indices"].reshape(-1)  # scatter_add: no host sync (CUDA bincount syncs on min/max)
+            self._code_counts.scatter_add_(0, codes, torch.ones_like(codes, dtype=self._code_counts.dtype))
         self._clip(model.generator_parameters())
         self.opt_ae.step()
         self.sched_ae.step()

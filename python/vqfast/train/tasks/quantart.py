@@ -283,7 +283,8 @@ class QuantArtStage2Task:
             part["train/aeloss"] = aeloss.detach()
             add(part)
             if idx_y is not None:
-                self._code_counts += torch.bincount(idx_y.reshape(-1), minlength=self.vocab)[: self.vocab]
+                codes = idx_y.reshape(-1)  # scatter_add: no host sync (CUDA bincount syncs on min/max)
+                self._code_counts.scatter_add_(0, codes, torch.ones_like(codes, dtype=self._code_counts.dtype))
         self._clip(self.model.trainable_parameters())
         self.opt_ae.step()
         self.sched_ae.step()

@@ -150,7 +150,8 @@ class VQTask:
             part["train/psnr"] = psnr(chunk, recon.detach().float(), self.cfg.data.mean, self.cfg.data.std)
             for k, v in part.items():
                 logs[k] = logs.get(k, 0) + v.float() / len(chunks)
-            self._code_counts += torch.bincount(indices.reshape(-1), minlength=self.vocab)[: self.vocab]
+            codes = indices.reshape(-1)  # scatter_add: no host sync (CUDA bincount syncs on min/max)
+            self._code_counts.scatter_add_(0, codes, torch.ones_like(codes, dtype=self._code_counts.dtype))
         self._clip(self.model.ae_parameters())
         self.opt_ae.step()
         self.sched_ae.step()
