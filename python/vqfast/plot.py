@@ -119,11 +119,24 @@ def _plot_pil(series: dict[str, list], x_label: str, out: Path, title: str) -> N
     img.save(out, format="PNG")
 
 
-def plot_run(source: str | Path, *, file: str = "epochs", keys: Optional[Sequence[str]] = None,
+def _auto_file(run_dir: Path) -> str:
+    """epochs.jsonl once a run has a few epochs (smooth means), else metrics.jsonl (per logged step)."""
+    epochs = run_dir / "epochs.jsonl"
+    if epochs.is_file() and len(read_jsonl(epochs)) >= 3:
+        return "epochs"
+    return "metrics" if (run_dir / "metrics.jsonl").is_file() else "epochs"
+
+
+def plot_run(source: str | Path, *, file: str = "auto", keys: Optional[Sequence[str]] = None,
              out: Optional[str | Path] = None, backend: str = "auto") -> Path:
-    """Plot ``source`` (a run dir or a .jsonl file) to ``out`` (default ``<run>/<file>_curves.png``)."""
-    if file not in ("epochs", "metrics"):
-        raise PlotError(f"file={file!r}; allowed: 'epochs', 'metrics'")
+    """Plot ``source`` (a run dir or a .jsonl file) to ``out`` (default ``<run>/<file>_curves.png``).
+
+    file="auto" picks epochs.jsonl when the run has >= 3 epochs, else metrics.jsonl; every numeric scalar
+    present is drawn (losses, lr, codebook usage/perplexity, PSNR) unless ``keys`` names some."""
+    if file not in ("auto", "epochs", "metrics"):
+        raise PlotError(f"file={file!r}; allowed: 'auto', 'epochs', 'metrics'")
+    if file == "auto":
+        file = _auto_file(Path(source)) if Path(source).is_dir() else "metrics"
     if backend not in ("auto", "matplotlib", "pil"):
         raise PlotError(f"backend={backend!r}; allowed: 'auto', 'matplotlib', 'pil'")
     src = Path(source)
@@ -151,8 +164,9 @@ def plot_run(source: str | Path, *, file: str = "epochs", keys: Optional[Sequenc
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vqfast.plot", description=__doc__.splitlines()[0])
     ap.add_argument("source", help="run directory or a .jsonl file")
-    ap.add_argument("--file", choices=("epochs", "metrics"), default="epochs",
-                    help="which file of the run directory (default: epochs.jsonl, the epoch means)")
+    ap.add_argument("--file", choices=("auto", "epochs", "metrics"), default="auto",
+                    help="which file of the run directory (default: epochs.jsonl once the run has >= 3 epochs, "
+                         "else metrics.jsonl)")
     ap.add_argument("--keys", default=None, help="comma-separated scalars (default: the StarGAN losses present)")
     ap.add_argument("--out", default=None, help="output PNG")
     ap.add_argument("--backend", choices=("auto", "matplotlib", "pil"), default="auto")
