@@ -28,3 +28,16 @@ def test_shipped_config_runs_two_steps_as_shipped(tmp_path, name, capsys):
     assert (run_dir / "metrics.jsonl").read_text().strip()
     resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert resolved["data"]["root"], "the resolved config must record the generated data.root"
+
+
+@pytest.mark.parametrize("name,key,value", [
+    ("quickstart", "train.lr", "-1e-4"), ("quickstart", "model.n_embed", "0"), ("quickstart", "data.clip_len", "0"),
+    ("vqvae2_256", "model.nb_entries", "0"), ("dinovq", "model.codebook_size", "0"),
+    ("stargan_v2_latent", "train.batch_size", "0"), ("quantart_stage2", "model.n_embed", "-3"),
+])
+def test_out_of_range_values_fail_before_training_naming_the_key(tmp_path, name, key, value):
+    from vqfast.train import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(name, [f"{key}={value}", f"run_dir={tmp_path / 'never'}"])
+    assert not (tmp_path / "never").exists()

@@ -90,7 +90,9 @@ def build_config(raw: dict, where: str) -> Config:
     from vqfast.train.stargan_config import build_stargan_config, is_stargan_raw
 
     if is_stargan_raw(raw):  # a whole-config family: its own typed dataclass
-        return build_stargan_config(raw, where)
+        cfg = build_stargan_config(raw, where)
+        check_ranges(cfg, where)
+        return cfg
     errors: list[str] = []
     raw = dict(raw)
     model_raw = raw.pop("model", None) or {}
@@ -103,8 +105,39 @@ def build_config(raw: dict, where: str) -> Config:
     raise_if(errors, where)
     cfg.model = model_cfg
     cfg.source = where
+    check_ranges(cfg, where)
     _cross_checks(cfg, where)
     return cfg
+
+
+# Field names that mean a count of codes / channels / frames (>= 1) or a learning rate (> 0), wherever
+# they sit in a family's config tree: checked generically so every family fails before training.
+_AT_LEAST_ONE = {"n_embed", "embed_dim", "nb_entries", "vocab_size", "codebook_size", "codebook_dim", "clip_len",
+                 "frame_stride", "num_domains", "style_dim", "latent_dim", "batch_size", "patch_size", "depth",
+                 "num_heads", "z_channels", "ch", "in_channels", "hidden_channels", "nb_levels"}
+_POSITIVE = {"lr", "disc_lr", "lr_d", "lr_g", "lr_e", "lr_f", "base_learning_rate", "learning_rate"}
+
+
+def check_ranges(cfg, where: str) -> None:
+    """Reject out-of-range values anywhere in a config tree, naming the dotted key (before any work)."""
+    problems: list[str] = []
+
+    def walk(node, prefix: str) -> None:
+        for f in dataclasses.fields(node):
+            value = getattr(node, f.name)
+            key = f"{prefix}{f.name}"
+            if dataclasses.is_dataclass(value):
+                walk(value, key + ".")
+            elif isinstance(value, bool) or value is None:
+                continue
+            elif f.name in _AT_LEAST_ONE and isinstance(value, int) and value < 1:
+                problems.append(f"{key}={value} (must be >= 1)")
+            elif f.name in _POSITIVE and isinstance(value, (int, float)) and not value > 0:
+                problems.append(f"{key}={value} (must be > 0)")
+
+    walk(cfg, "")
+    if problems:
+        raise ConfigError(f"invalid config {where}:\n  - " + "\n  - ".join(problems))
 
 
 def _cross_checks(cfg: Config, where: str) -> None:
