@@ -2,7 +2,7 @@
 
 Use the ``vqfast.io`` wrappers; this module hands out numpy arrays, ``vqfast.io`` makes tensors.
 """
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, List, Sequence, Tuple
 
 import numpy as np
 import numpy.typing as npt

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import collections
 import io
-import os
 import zipfile
 
 import pytest
 import torch
 
-from vqfast.io import ShardError, UnsupportedFormatError, inspect_pt, load_pt
+from vqfast.io import ShardError, inspect_pt, load_pt
 
 DTYPES = [
     torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.int16,

@@ -7,12 +7,11 @@ import threading
 import time
 from collections import Counter
 
-import numpy as np
 import pytest
 import torch
 
 from iohelpers import write_shards
-from vqfast.io import CorruptShardError, ForkError, LatentShardLoader, SchemaError, ShardError, verify
+from vqfast.io import CorruptShardError, ForkError, LatentShardLoader, SchemaError, verify
 
 SIZES = [13, 7, 20, 1, 16]  # 57 samples, ragged on purpose
 
