@@ -145,3 +145,22 @@ def test_encode_latents_folders_to_shards(tmp_path):
         encode_folders(_StubVAE(), domains, tmp_path / "o2", size=12)
     # a missing VAE / diffusers is a clear error naming what to install, exit code 2
     assert main(["--vae", str(tmp_path / "no_vae"), "--out", str(tmp_path / "o3"), str(tmp_path / "imgs")]) == 2
+
+
+def test_labels_out_of_range_fail_before_training_naming_the_shard(tmp_path):
+    import torch
+
+    from vqfast.data.latents import LatentDataError, check_labels, list_shards, make_latent_shards
+
+    root = tmp_path / "shards"
+    make_latent_shards(root, num_domains=2, per_domain=8, shards_per_domain=1, resolution=8)
+    paths = list_shards(root)
+    check_labels(paths, "labels", 2)                               # generated data is valid
+    bad = torch.load(paths[1], weights_only=True)
+    bad["labels"][3] = 5
+    torch.save(bad, paths[1])
+    with pytest.raises(LatentDataError, match=r"holds 5, outside \[0, 1\]") as info:
+        check_labels(paths, "labels", 2)
+    assert str(paths[1]) in str(info.value)
+    with pytest.raises(LatentDataError, match="no 'domain'"):
+        check_labels(paths, "domain", 2)

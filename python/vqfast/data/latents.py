@@ -160,6 +160,29 @@ class TorchLatentShardLoader:
             yield batch
 
 
+def check_labels(paths: Sequence[str], label_key: str, num_domains: int) -> None:
+    """Pre-flight: every shard's labels lie in [0, num_domains); else LatentDataError naming shard and value.
+
+    Reads only the label tensors (memory-mapped by vqfast.io.load_pt when available)."""
+    try:
+        from vqfast.io import load_pt
+    except Exception:  # extension missing: torch's own reader, tensors only
+        def load_pt(path):
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    for path in paths:
+        obj = load_pt(path)
+        if not isinstance(obj, dict) or label_key not in obj:
+            raise LatentDataError(f"{path}: no {label_key!r} entry (keys: {sorted(obj) if isinstance(obj, dict) else type(obj).__name__})")
+        labels = torch.as_tensor(obj[label_key])
+        if labels.numel() == 0:
+            continue
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= num_domains:
+            bad = lo if lo < 0 else hi
+            raise LatentDataError(f"{path}: {label_key!r} holds {bad}, outside [0, {num_domains - 1}] "
+                                  f"(model.num_domains={num_domains})")
+
+
 def build_latent_loader(paths: Sequence[str], *, loader: str = "auto", key: str = "latents",
                         label_key: Optional[str] = "labels", batch_size: int, shuffle: bool = True, seed: int = 0,
                         rank: int = 0, world_size: int = 1, drop_last: bool = True,

@@ -26,7 +26,7 @@ from typing import Optional
 
 import torch
 
-from vqfast.data.latents import ReferencePool, build_latent_loader, list_shards, make_latent_shards
+from vqfast.data.latents import ReferencePool, build_latent_loader, check_labels, list_shards, make_latent_shards
 from vqfast.losses import stargan as L
 from vqfast.models.stargan import LatentStarGAN
 from vqfast.train.stargan_config import StarGANConfig
@@ -174,6 +174,7 @@ class StarGANLatentTask:
         if d.root is None:
             raise ValueError("data.root is unset: call ensure_dataset(run_dir) first")
         paths = list_shards(d.root)
+        check_labels(paths, d.label_key, self.cfg.model.num_domains)  # before any training: name the bad shard
         common = dict(loader=d.loader, key=d.key, label_key=d.label_key, batch_size=bs, rank=rank,
                       world_size=world_size, drop_last=True, num_threads=d.num_threads, prefetch=d.prefetch)
         self.loader = build_latent_loader(paths, shuffle=True, seed=self.cfg.seed, **common)
