@@ -154,3 +154,29 @@ def test_vae_path_without_diffusers_falls_back(tmp_path, caplog):
         task.sample(tmp_path, 1)
     assert task.renderer.kind == "latent_channels"
     assert "diffusers" in caplog.text or "does not exist" in caplog.text
+
+
+def test_resume_continues_exactly(tmp_path):
+    """5 straight steps == 2 steps + resume for 3 (content loader position, reference pool, target RNG, R1
+    interval, optimizers): bit-identical networks."""
+    import torch
+
+    from vqfast.train.engine import train
+    from vqfast.train.loading import load_config
+
+    common = ["train.log_every=1", "train.ckpt_every=2", "train.sample_every=1000", "loss.r1_interval=2"]
+    cfg_a = load_config("stargan_v2_latent", [f"run_dir={tmp_path / 'a'}", *common, "train.max_steps=5"])
+    train(cfg_a)
+    root = cfg_a.data.root
+    train(load_config("stargan_v2_latent", [f"run_dir={tmp_path / 'b'}", *common, "train.max_steps=2",
+                                            f"data.root={root}"]))
+    train(load_config("stargan_v2_latent", [f"run_dir={tmp_path / 'b'}", *common, "train.max_steps=5",
+                                            f"data.root={root}"]),
+          resume=str(tmp_path / "b" / "checkpoints" / "last.pt"))
+    a = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)
+    assert a["step"] == b["step"] == 5
+    assert a["modules"].keys() == b["modules"].keys()
+    for group, state in a["modules"].items():
+        for k, v in state.items():
+            torch.testing.assert_close(b["modules"][group][k], v, rtol=0, atol=0, msg=f"{group}.{k}")

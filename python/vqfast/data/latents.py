@@ -220,6 +220,7 @@ class ReferencePool:
         self.counts = [0] * num_domains
         self.heads = [0] * num_domains
         self._epoch = 0
+        self._pos = 0                     # batches taken from the reference loader in this epoch
         self._it: Optional[Iterator] = None
 
     def _next_batch(self) -> dict[str, torch.Tensor]:
@@ -227,11 +228,16 @@ class ReferencePool:
             if self._it is None:
                 self.loader.set_epoch(self._epoch)
                 self._it = iter(self.loader)
+                for _ in range(self._pos):  # resumed mid-epoch: skip what the checkpointed run consumed
+                    next(self._it)
             try:
-                return next(self._it)
+                batch = next(self._it)
+                self._pos += 1
+                return batch
             except StopIteration:
                 self._it = None
                 self._epoch += 1
+                self._pos = 0
         raise LatentDataError("reference loader yields no batch: lower train.batch_size or add shards")
 
     def _push(self, latents: torch.Tensor, labels: torch.Tensor) -> None:
@@ -246,13 +252,30 @@ class ReferencePool:
                 self.heads[d] = (self.heads[d] + 1) % self.capacity
                 self.counts[d] = min(self.counts[d] + 1, self.capacity)
 
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs to draw the same references: buffers, ring heads, RNG, loader position."""
+        return {"buffers": [b.clone() if b is not None else None for b in self.buffers], "counts": list(self.counts),
+                "heads": list(self.heads), "generator": self.generator.get_state(), "epoch": self._epoch,
+                "pos": self._pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.buffers = [b.clone() if b is not None else None for b in state["buffers"]]
+        self.counts, self.heads = list(state["counts"]), list(state["heads"])
+        self.generator.set_state(state["generator"])
+        self._epoch, self._pos, self._it = int(state["epoch"]), int(state["pos"]), None
+
     def pull(self) -> None:
         batch = self._next_batch()
         self._push(batch[self.key], batch[self.label_key].long())
 
-    def draw(self, y_trg: torch.Tensor) -> torch.Tensor:
-        """y_trg int64 (B,) on CPU → latents (B, C, H, W) of those domains."""
-        self.pull()
+    def draw(self, y_trg: torch.Tensor, *, pull: bool = True, generator: Optional[torch.Generator] = None
+             ) -> torch.Tensor:
+        """y_trg int64 (B,) on CPU → latents (B, C, H, W) of those domains.
+
+        pull=False with a caller's generator leaves the pool untouched (sampling must not perturb training;
+        it still pulls when a needed domain has no latent yet)."""
+        if pull:
+            self.pull()
         needed = set(y_trg.unique().tolist())
         for _ in range(self.max_fill_batches):
             missing = [d for d in needed if self.counts[d] == 0]
@@ -265,7 +288,7 @@ class ReferencePool:
         out = None
         for d in needed:
             rows = (y_trg == d).nonzero().squeeze(1)                         # (n_d,)
-            pick = torch.randint(0, self.counts[d], (rows.numel(),), generator=self.generator)
+            pick = torch.randint(0, self.counts[d], (rows.numel(),), generator=generator or self.generator)
             chosen = self.buffers[d][pick]                                   # (n_d, C, H, W)
             if out is None:
                 out = torch.empty((y_trg.numel(), *chosen.shape[1:]), dtype=chosen.dtype)

@@ -229,6 +229,13 @@ class Trainer:
         ddp.barrier()
 
     def sample(self, writer: MetricsWriter) -> dict[str, float]:
+        """Samples must not perturb training: the global RNG streams are forked around them, so a run that
+        sampled at its last step and was resumed matches one that never stopped."""
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            return self._sample(writer)
+
+    def _sample(self, writer: MetricsWriter) -> dict[str, float]:
         if self.heldout is None:  # the task draws its own samples (latent grids, content|style|output)
             out = self.task.sample(self.run_dir, self.step, writer)
             return out if isinstance(out, dict) else {}

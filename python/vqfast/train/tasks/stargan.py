@@ -14,7 +14,8 @@ Returns detached 0-dim tensors ``d_loss, g_loss, g_adv, sty, ds, cyc, id, r1, la
 DDP (``wrap_ddp``): G, E, F and D each get a DDP wrapper; during the D phase all four run wrapped, during the
 G phase G/E/F run wrapped and D (frozen) unwrapped. The per-rank batch is ``train.batch_size / world_size``;
 target domains and the reference pool draw from per-rank seeds. ``extra_state`` holds the grad scaler and
-the target-domain generator (the reference pool is refilled, not restored, on resume).
+the target-domain generator and the reference pool (buffers, RNG, loader position), so a resumed run draws
+the same references as an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -138,6 +139,8 @@ class StarGANLatentTask:
 
     def extra_state(self) -> dict:
         out = {"target_gen": self._target_gen.get_state()}
+        if self.pool is not None:
+            out["reference_pool"] = self.pool.state_dict()
         if self.scaler is not None:
             out["scaler"] = self.scaler.state_dict()
         return out
@@ -145,6 +148,8 @@ class StarGANLatentTask:
     def load_extra_state(self, state: dict) -> None:
         if "target_gen" in state:
             self._target_gen.set_state(state["target_gen"])
+        if self.pool is not None and "reference_pool" in state:
+            self.pool.load_state_dict(state["reference_pool"])
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
 
@@ -368,7 +373,7 @@ class StarGANLatentTask:
             rows = [self.renderer(content)]
             for d in range(self.cfg.model.num_domains):
                 y = torch.full((k,), d, dtype=torch.long)
-                x_ref = self.pool.draw(y).to(self.device) * self.cfg.training.latent_scale  # (k, C, H, W)
+                x_ref = self.pool.draw(y, pull=False, generator=g).to(self.device) * self.cfg.training.latent_scale
                 y = y.to(self.device)
                 z = torch.randn(k, self.cfg.model.latent_dim, generator=g).to(self.device)
                 rows += [self.renderer(x_ref), self.renderer(self.translate(content, y, x_ref=x_ref)),
