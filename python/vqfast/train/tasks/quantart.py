@@ -27,7 +27,6 @@ from pathlib import Path
 import torch
 
 from vqfast.data.unpaired import ImageStream, make_paintings
-from vqfast.losses import VQLPIPSWithDiscriminator
 from vqfast.losses.quantart import Stage2Loss
 from vqfast.models.quantart import BaseVQGAN, Stage1CheckpointError, StyleTransfer
 from vqfast.train import distributed as ddp
@@ -110,42 +109,17 @@ class QuantArtStage1Task(VQTask):
 
     name = "quantart_stage1"
 
-    def __init__(self, cfg: Config, device: torch.device):  # mirrors VQTask.__init__ with BaseVQGAN
-        self.cfg, self.device = cfg, device
-        self.model = build_stage1_model(cfg.model, cfg.backend).to(device)
-        lc, t = cfg.loss, cfg.train
+    def __init__(self, cfg: Config, device: torch.device):
+        lc = cfg.loss
         if lc.kind != "vqlpips":
             raise ConfigError(f"loss.kind={lc.kind!r}: QuantArt stage 1 trains with the VQLPIPS loss ('vqlpips')")
         if lc.disc_in_channels != cfg.model.ddconfig.out_ch:
             raise ConfigError(f"loss.disc_in_channels={lc.disc_in_channels} must equal "
                               f"model.ddconfig.out_ch={cfg.model.ddconfig.out_ch}")
-        self.loss = VQLPIPSWithDiscriminator(
-            lc.disc_start, lc.codebook_weight, lc.pixelloss_weight, lc.disc_num_layers, lc.disc_in_channels,
-            lc.disc_factor, lc.disc_weight, lc.perceptual_weight, lc.use_actnorm, lc.disc_conditional,
-            lc.disc_ndf, lc.disc_loss, perceptual_backbone=cfg.perceptual.backbone,
-            perceptual_backbone_path=cfg.perceptual.backbone_path,
-            nonfinite_d_weight_to_zero=lc.nonfinite_d_weight_to_zero,
-            adaptive_weight_before_start=lc.adaptive_weight_before_start,
-            disc_train_start=lc.disc_train_start).to(device)
-        self.discriminator = self.loss.discriminator
-        if not t.use_gan:
-            self.loss.disc_factor = 0.0
-        self.use_gan = t.use_gan
-        frames = cfg.data.clip_len if cfg.data.kind == "video" else 1
-        self.lr = optim.generator_lr(cfg, t.batch_size * frames)
-        self.opt_ae = optim.adam(self.model.ae_parameters(), self.lr, t.betas, t.weight_decay)
-        self.sched_ae = optim.scheduler(self.opt_ae, cfg)
-        self.opt_disc = self.sched_disc = None
-        if self.use_gan:
-            self.opt_disc = optim.adam(self.discriminator.parameters(), t.disc_lr or self.lr, t.disc_betas,
-                                       t.weight_decay)
-            self.sched_disc = optim.scheduler(self.opt_disc, cfg, decay=t.decay_disc_lr)
-        self.vocab = int(self.model.vocab_size)
-        self._code_counts = torch.zeros(self.vocab, dtype=torch.long, device=device)
-        self._init_ddp_slots()  # wrap_ddp as VQTask: frozen decoder parameters are left out of DDP
-        log.info("task quantart_stage1: BaseVQGAN (%.2fM params, use_quantize=%s, freeze_decoder=%s), lr %.3g",
-                 sum(p.numel() for p in self.model.parameters()) / 1e6, cfg.model.use_quantize,
-                 cfg.model.freeze_decoder, self.lr)
+        # the registry builds BaseVQGAN for this family; frozen decoder parameters stay out of opt_ae and DDP
+        super().__init__(cfg, device)
+        log.info("task quantart_stage1: use_quantize=%s, freeze_decoder=%s", cfg.model.use_quantize,
+                 cfg.model.freeze_decoder)
 
     def training_step(self, x: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         self.model.decoder.conv_out.weight.requires_grad_(True)  # QuantArt: adaptive weight needs it (SPEC §6.5)
