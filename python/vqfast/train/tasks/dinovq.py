@@ -22,7 +22,6 @@ inside ``model.loss_fn`` is left out), the discriminator has its own DDP wrapper
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from vqfast.losses.dinovq import DISCRIMINATOR_KEYS
 from vqfast.models.dinovq import DinoVQModel
 from vqfast.train import distributed as ddp
 from vqfast.train.dinovq_config import DinoVQModelConfig
+from vqfast.train.tasks._common import autocast_for, clip_grads, swap_attr
 
 log = logging.getLogger("vqfast")
 
@@ -154,25 +154,15 @@ class DinoVQTask:
             self.discriminator.requires_grad_(True)
             self._disc_ddp = wrap_fn(self.discriminator)
 
-    @contextlib.contextmanager
     def _disc_phase(self):
-        if self._disc_ddp is None:
-            yield
-            return
-        self.model.loss_fn.discriminator = self._disc_ddp
-        try:
-            yield
-        finally:
-            self.model.loss_fn.discriminator = self.discriminator
+        """The loss calls its ``discriminator``: route it through DDP for the D step only."""
+        return swap_attr(self.model.loss_fn, "discriminator", self._disc_ddp)
 
     def _autocast(self):
-        if self.cfg.train.precision == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast_for(self.cfg, self.device)
 
     def _clip(self, params) -> None:
-        if self.cfg.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, self.cfg.train.grad_clip)
+        clip_grads(params, self.cfg.train.grad_clip)
 
     def targets(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(images (B, C, H, W), teacher features (B, h, w, D)) from a tensor or dict batch."""

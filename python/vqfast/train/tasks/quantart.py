@@ -20,7 +20,6 @@ DDP (``wrap_ddp``): stage 1 as the VQ task (frozen decoder parameters left out o
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 from pathlib import Path
 
@@ -39,6 +38,8 @@ from vqfast.train.samples import save_png
 from vqfast.train.tasks.vq import VQTask
 
 __all__ = ["QuantArtStage1Task", "QuantArtStage2Task", "build_stage1_model", "build_stage2_model"]
+
+from vqfast.train.tasks._common import autocast_for, clip_grads, swap_attr
 
 log = logging.getLogger("vqfast")
 _STYLE_SEED_OFFSET = 7919
@@ -196,25 +197,15 @@ class QuantArtStage2Task:
         self.discriminator.requires_grad_(True)
         self._disc_ddp = wrap_fn(self.discriminator)
 
-    @contextlib.contextmanager
     def _disc_phase(self):
-        if self._disc_ddp is None:
-            yield
-            return
-        self.loss.discriminator = self._disc_ddp
-        try:
-            yield
-        finally:
-            self.loss.discriminator = self.discriminator
+        """The loss calls its ``discriminator``: route it through DDP for the D step only."""
+        return swap_attr(self.loss, "discriminator", self._disc_ddp)
 
     def _autocast(self):
-        if self.cfg.train.precision == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast_for(self.cfg, self.device)
 
     def _clip(self, params) -> None:
-        if self.cfg.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, self.cfg.train.grad_clip)
+        clip_grads(params, self.cfg.train.grad_clip)
 
     def _input(self, images: torch.Tensor) -> torch.Tensor:
         return to_model_input(images, self.cfg.data.mean, self.cfg.data.std, self.device)

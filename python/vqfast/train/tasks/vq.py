@@ -25,6 +25,7 @@ from vqfast.train import optim
 from vqfast.train.config import Config
 from vqfast.train.registry import build_model
 from vqfast.train.samples import psnr
+from vqfast.train.tasks._common import autocast_for, clip_grads, swap_attr
 
 log = logging.getLogger("vqfast")
 
@@ -105,26 +106,15 @@ class VQTask:
             return contextlib.nullcontext()
         return wrapper.no_sync()
 
-    @contextlib.contextmanager
     def _disc_phase(self):
-        """The loss calls ``self.loss.discriminator``: route it through DDP for the D step only."""
-        if self._disc_ddp is None:
-            yield
-            return
-        self.loss.discriminator = self._disc_ddp
-        try:
-            yield
-        finally:
-            self.loss.discriminator = self.discriminator
+        """The loss calls its ``discriminator``: route it through DDP for the D step only."""
+        return swap_attr(self.loss, "discriminator", self._disc_ddp)
 
     def _autocast(self):
-        if self.cfg.train.precision == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast_for(self.cfg, self.device)
 
     def _clip(self, params) -> None:
-        if self.cfg.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, self.cfg.train.grad_clip)
+        clip_grads(params, self.cfg.train.grad_clip)
 
     def training_step(self, x: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         """x: ((B·T), C, H, W) in [-1, 1]. Returns detached 0-dim tensors (no host sync)."""
