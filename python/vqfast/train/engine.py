@@ -253,12 +253,32 @@ class Trainer:
     def fit(self) -> dict[str, float]:
         try:
             with _StopRequest() as stop:
-                return self._fit(stop)
+                out = self._fit(stop)
+            if self.dist.active:
+                self._drop_ddp()
+                ddp.barrier()  # no rank tears the group down while another still uses it
+            return out
         finally:
             if self._handler is not None:
                 log.removeHandler(self._handler)
                 self._handler.close()
+            if self.dist.active:
+                self._drop_ddp()
             ddp.destroy(self.dist)
+
+    def _drop_ddp(self) -> None:
+        """Free the task's DDP wrappers (and their reducers) before the process group goes: left to the
+        interpreter's exit they can be destroyed after it, which aborts the process ('terminate called
+        without an active exception')."""
+        import gc
+
+        ddp_cls = torch.nn.parallel.DistributedDataParallel
+        for name, value in list(vars(self.task).items()):
+            if isinstance(value, ddp_cls):
+                setattr(self.task, name, None)
+            elif isinstance(value, dict) and any(isinstance(v, ddp_cls) for v in value.values()):
+                setattr(self.task, name, {})
+        gc.collect()
 
     def _fit(self, stop: _StopRequest) -> dict[str, float]:
         cfg, t = self.cfg, self.cfg.train
