@@ -54,6 +54,32 @@ def calculate_adaptive_weight(nll_loss: torch.Tensor, g_loss: torch.Tensor, last
     return d_weight * disc_weight
 
 
+def fast_adaptive_generator_loss(nll_loss: torch.Tensor, g_loss: torch.Tensor, reconstructions: torch.Tensor,
+                                 last_layer: torch.Tensor, disc_weight: float, disc_factor: float,
+                                 nonfinite_to_zero: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """SPEC §7.5: the adaptive weight with LPIPS and D traversed once each instead of twice.
+
+    taming takes ∇_W of L_nll and of L_g (two partial backwards through LPIPS and D), then back-propagates the
+    total loss through LPIPS and D again. Both losses depend on the last layer W only through x̂, so:
+    g_nll = ∂L_nll/∂x̂ and g_adv = ∂L_g/∂x̂ (one pass each), ∇_W L = (∂x̂/∂W)ᵀ g (the last layer's weight
+    gradient alone), λ as taming; the returned loss has taming's value and back-propagates exactly
+    g_nll + λ·f·g_adv into x̂ (the decoder and encoder), without touching LPIPS or D again.
+    Needs frozen LPIPS/D (no parameter of theirs is trained in the generator step). Returns (loss, λ)."""
+    g_nll, = torch.autograd.grad(nll_loss, reconstructions)
+    g_adv, = torch.autograd.grad(g_loss, reconstructions)
+    nll_w, = torch.autograd.grad(reconstructions, last_layer, g_nll, retain_graph=True)
+    adv_w, = torch.autograd.grad(reconstructions, last_layer, g_adv, retain_graph=True)
+    d_weight = torch.linalg.vector_norm(nll_w.float()) / (torch.linalg.vector_norm(adv_w.float()) + 1e-4)
+    d_weight = torch.clamp(d_weight, 0.0, 1e4).detach()
+    if nonfinite_to_zero:
+        d_weight = torch.where(torch.isfinite(d_weight), d_weight, torch.zeros_like(d_weight))
+    d_weight = d_weight * disc_weight
+    grad_x = (g_nll + (d_weight * disc_factor).to(g_adv.dtype) * g_adv).detach()    # ∂L/∂x̂, (B, C, H, W)
+    surrogate = (reconstructions * grad_x).sum()
+    value = (nll_loss + d_weight * disc_factor * g_loss).detach()
+    return value + (surrogate - surrogate.detach()), d_weight
+
+
 class VQLPIPSWithDiscriminator(nn.Module):
     def __init__(self, disc_start: int, codebook_weight: float = 1.0, pixelloss_weight: float = 1.0,
                  disc_num_layers: int = 3, disc_in_channels: int = 3, disc_factor: float = 1.0,
@@ -61,8 +87,10 @@ class VQLPIPSWithDiscriminator(nn.Module):
                  disc_conditional: bool = False, disc_ndf: int = 64, disc_loss: Literal["hinge", "vanilla"] = "hinge",
                  *, perceptual_backbone: Literal["imagenet", "random"] = "imagenet",
                  perceptual_backbone_path: str | None = None, nonfinite_d_weight_to_zero: bool = True,
-                 adaptive_weight_before_start: bool = True, disc_train_start: int | None = None):
+                 adaptive_weight_before_start: bool = True, disc_train_start: int | None = None,
+                 fast_adaptive_weight: bool = True):
         super().__init__()
+        self.fast_adaptive_weight = fast_adaptive_weight
         if disc_loss not in DISC_LOSSES:
             raise ValueError(f"disc_loss={disc_loss!r} is not one of {DISC_LOSSES}")
         self.codebook_weight = codebook_weight
@@ -110,7 +138,16 @@ class VQLPIPSWithDiscriminator(nn.Module):
         g_loss = -torch.mean(logits_fake)
         disc_factor = adopt_weight(self.disc_factor, global_step, threshold=self.discriminator_iter_start)
         want_weight = self.adaptive_weight_before_start or disc_factor > 0
+        codebook_term = self.codebook_weight * codebook_loss.mean()
+        fast = (self.fast_adaptive_weight and reconstructions.requires_grad
+                and not any(p.requires_grad for p in self.discriminator.parameters()))
         if want_weight and last_layer is not None and torch.is_grad_enabled() and last_layer.requires_grad:
+            if fast:  # LPIPS and D traversed once (SPEC §7.5); same value and gradients as below
+                ae_loss, d_weight = fast_adaptive_generator_loss(
+                    nll_loss, g_loss, reconstructions, last_layer, self.discriminator_weight, disc_factor,
+                    self.nonfinite_d_weight_to_zero)
+                return self._generator_out(ae_loss + codebook_term, codebook_loss, nll_loss, rec_mean, p_mean,
+                                           d_weight, disc_factor, g_loss, inputs.device, split)
             d_weight = calculate_adaptive_weight(nll_loss, g_loss, last_layer, self.discriminator_weight,
                                                  self.nonfinite_d_weight_to_zero)
         else:
@@ -118,13 +155,18 @@ class VQLPIPSWithDiscriminator(nn.Module):
                 raise RuntimeError("adaptive GAN weight: the decoder's last layer does not require grad or "
                                    "grad is disabled while training (SPEC §6.5)")
             d_weight = torch.zeros((), device=inputs.device)
-        codebook_term = self.codebook_weight * codebook_loss.mean()
         loss = nll_loss + d_weight * disc_factor * g_loss + codebook_term
+        return self._generator_out(loss, codebook_loss, nll_loss, rec_mean, p_mean, d_weight, disc_factor, g_loss,
+                                   inputs.device, split)
+
+    @staticmethod
+    def _generator_out(loss, codebook_loss, nll_loss, rec_mean, p_mean, d_weight, disc_factor, g_loss, device,
+                       split):
         log = {
             f"{split}/total_loss": loss.detach(), f"{split}/quant_loss": codebook_loss.detach().mean(),
             f"{split}/nll_loss": nll_loss.detach(), f"{split}/rec_loss": rec_mean, f"{split}/p_loss": p_mean,
             f"{split}/d_weight": d_weight.detach(),
-            f"{split}/disc_factor": torch.tensor(float(disc_factor), device=inputs.device),
+            f"{split}/disc_factor": torch.tensor(float(disc_factor), device=device),
             f"{split}/g_loss": g_loss.detach(),
         }
         return loss, log

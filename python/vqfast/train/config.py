@@ -102,6 +102,9 @@ class LossConfig:
     nonfinite_d_weight_to_zero: bool = True
     adaptive_weight_before_start: bool = True
     """Compute λ (2 extra partial backwards) even while disc_factor is 0 — taming does; False is faster."""
+    fast_adaptive_weight: bool = True
+    """SPEC §7.5: λ from ∂L/∂x̂ and the last layer's weight gradient, so LPIPS and D are back-propagated once
+    per step instead of twice; same values and gradients as taming's path (False) up to rounding."""
     vq_weight: float = 0.25
     """kind=mse: total = mse + vq_weight · vq_loss (rosinality 0.25; seed-002 pipeline 1.0)."""
 

@@ -46,7 +46,7 @@ class VQTask:
                 perceptual_backbone_path=cfg.perceptual.backbone_path,
                 nonfinite_d_weight_to_zero=lc.nonfinite_d_weight_to_zero,
                 adaptive_weight_before_start=lc.adaptive_weight_before_start,
-                disc_train_start=lc.disc_train_start).to(device)
+                disc_train_start=lc.disc_train_start, fast_adaptive_weight=lc.fast_adaptive_weight).to(device)
             self.discriminator = self.loss.discriminator
             if not cfg.train.use_gan:  # seed 002: use_gan=False → disc_factor 0 in G, no D step
                 self.loss.disc_factor = 0.0
