@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 from .errors import ForkError
 
@@ -71,3 +71,33 @@ class ForkGuard:
                 "its Rust threads do not cross fork(). Use DataLoader(num_workers=0) around it, or create "
                 "the loader inside the worker process."
             )
+
+
+class StreamOwner:
+    """Lifecycle shared by the loaders, which own a Rust batch stream (``_stream``) and a ``ForkGuard``
+    (``_guard``): close() stops the worker threads; context manager and ``__del__`` close too. After
+    fork() the child must not touch the parent's workers (or their locks), so closing is skipped there."""
+
+    _stream: Any = None
+    _guard: "ForkGuard"
+
+    def _close_stream(self, stream: Any) -> None:
+        if stream is not None and self._guard.same_process():
+            stream.close()
+
+    def close(self) -> None:
+        """Stop the worker threads of the current iteration (safe to call any time)."""
+        stream, self._stream = self._stream, None
+        self._close_stream(stream)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass

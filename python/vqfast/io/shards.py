@@ -16,7 +16,7 @@ import torch
 
 from vqfast import _io
 
-from ._common import ForkGuard, check_on_error, check_positive, logger, resolve_rank, resolve_threads
+from ._common import ForkGuard, StreamOwner, check_on_error, check_positive, logger, resolve_rank, resolve_threads
 from .errors import SchemaError
 
 __all__ = ["LatentShardLoader", "expand_paths", "verify"]
@@ -49,7 +49,7 @@ def expand_paths(paths: Union[str, "os.PathLike[str]", Sequence[Union[str, "os.P
     return out
 
 
-class LatentShardLoader:
+class LatentShardLoader(StreamOwner):
     """Iterate dicts of batched tensors: ``{key: (B, ...), label_key: (B, ...), "index": int64 (B,)}``.
 
     Args:
@@ -203,26 +203,7 @@ class LatentShardLoader:
                 self._next_batch += 1
                 yield batch
         finally:
-            if self._guard.same_process():  # after fork() the workers (and their locks) are not ours
-                stream.close()
-
-    def close(self) -> None:
-        """Stop the worker threads of the current iteration (safe to call any time)."""
-        stream, self._stream = self._stream, None
-        if stream is not None and self._guard.same_process():
-            stream.close()
-
-    def __enter__(self) -> "LatentShardLoader":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
+            self._close_stream(stream)
 
 
 def verify(paths: Union[str, "os.PathLike[str]", Sequence[Union[str, "os.PathLike[str]"]]], *, key: str = "latents",

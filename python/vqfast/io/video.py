@@ -16,7 +16,7 @@ import torch
 
 from vqfast import _io
 
-from ._common import ForkGuard, check_on_error, check_positive, logger, resolve_rank, resolve_threads
+from ._common import ForkGuard, StreamOwner, check_on_error, check_positive, logger, resolve_rank, resolve_threads
 from .errors import SchemaError
 
 __all__ = ["VideoClipLoader", "frames_to_model_input", "frames_to_model_input_reference"]
@@ -32,7 +32,7 @@ def _size_hw(size: Union[int, Sequence[int]]) -> Tuple[int, int]:
     return hw  # type: ignore[return-value]
 
 
-class VideoClipLoader:
+class VideoClipLoader(StreamOwner):
     """Iterate ``(frames uint8 (B, T, H, W, 3), video_paths list[str])``.
 
     Args:
@@ -163,25 +163,7 @@ class VideoClipLoader:
                 self._next_batch += 1
                 yield frames, [self.video_paths[i] for i in ids.tolist()]
         finally:
-            if self._guard.same_process():  # after fork() the workers (and their locks) are not ours
-                stream.close()
-
-    def close(self) -> None:
-        stream, self._stream = self._stream, None
-        if stream is not None and self._guard.same_process():
-            stream.close()
-
-    def __enter__(self) -> "VideoClipLoader":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
+            self._close_stream(stream)
 
 
 def _per_channel(name: str, value: Union[float, Sequence[float]], channels: int) -> List[float]:
