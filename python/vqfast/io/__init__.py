@@ -19,6 +19,7 @@ from .errors import (
     SchemaError,
     ShardError,
     ShardIOError,
+    ShardNotFoundError,
     UnsupportedFormatError,
 )
 from .pt import TensorInfo, inspect_pt, load_pt
@@ -41,6 +42,7 @@ __all__ = [
     "SchemaError",
     "FrameDecodeError",
     "ShardIOError",
+    "ShardNotFoundError",
     "LoaderClosedError",
     "ForkError",
     "InternalLoaderError",
