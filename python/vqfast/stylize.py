@@ -16,35 +16,34 @@ import torch
 import yaml
 from PIL import Image
 
+from vqfast.errors import CheckpointError, VQFastError
+
 log = logging.getLogger("vqfast")
 
 
-class StylizeError(ValueError):
+class StylizeError(VQFastError, ValueError):
     """Bad --ckpt / --content / --style argument (message names the value and what is expected)."""
 
 
 def load_stage2(path: str | Path, device: str | torch.device = "cpu"):
-    """(StyleTransfer in eval mode, data config dict) from a vqfast stage-2 training checkpoint."""
-    from vqfast.train.quantart_config import parse_model_section
-    from vqfast.train.tasks.quantart import build_stage2_model
+    """(StyleTransfer in eval mode, data config dict) from a vqfast stage-2 training checkpoint (file or run dir)."""
+    from vqfast.train.config import schema
+    from vqfast.train.engine import checkpoint
+    from vqfast.train.families.quantart.config import Stage2ModelConfig
+    from vqfast.train.families.quantart.models import build_stage2_model
 
-    path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.pt"
-    if not path.is_file():
-        raise StylizeError(f"--ckpt {str(path)!r} does not exist (give a stage-2 last.pt or its run directory)")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise StylizeError(f"--ckpt {str(path)!r} is not a readable checkpoint ({type(exc).__name__})") from exc
-    if not isinstance(payload, dict) or payload.get("task") != "quantart_stage2" or "config" not in payload:
-        task = payload.get("task") if isinstance(payload, dict) else type(payload).__name__
-        raise StylizeError(f"--ckpt {str(path)!r} is not a QuantArt stage-2 training checkpoint "
-                           f"(task={task!r}; expected 'quantart_stage2')")
+    payload = checkpoint.load_latest(path)  # CheckpointError naming the file when missing or unreadable
+    if payload.get("task") != "quantart_stage2" or "config" not in payload:
+        raise StylizeError(f"--ckpt {payload['path']!r} is not a QuantArt stage-2 training checkpoint "
+                           f"(task={payload.get('task')!r}; expected 'quantart_stage2')")
     raw = yaml.safe_load(payload["config"])
-    model_cfg = parse_model_section(raw["model"], f"{path} (embedded config)", "quantart_stage2")
+    model_cfg = schema.build(Stage2ModelConfig, raw["model"], f"{payload['path']} (embedded config)")
     model = build_stage2_model(model_cfg, raw.get("backend", "auto"), load_checkpoints=False)
-    model.load_state_dict(payload["modules"]["model"], strict=True)
+    try:
+        model.load_state_dict(payload["modules"]["model"], strict=True)
+    except (KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"--ckpt {payload['path']!r}: the stage-2 weights do not match its config: "
+                              f"{str(exc).splitlines()[0][:300]}") from exc
     return model.to(device).eval(), raw.get("data", {})
 
 
@@ -63,16 +62,17 @@ def _images(arg: str, what: str) -> list[Path]:
 
 
 def _to_input(arr: np.ndarray, mean, std, device) -> torch.Tensor:
-    from vqfast.train.tasks.quantart import to_model_input
+    from vqfast.data import frames_to_model_input
 
-    return to_model_input(torch.from_numpy(np.array(arr))[None], mean, std, device)  # (1, 3, H, W)
+    frames = torch.from_numpy(np.array(arr))[None, None]  # (1, 1, H, W, 3) uint8
+    return frames_to_model_input(frames, mean, std).to(device)  # (1, 3, H, W)
 
 
 def stylize(ckpt: str, content: str, style: str, out: str, *, size: int | None = None, device: str = "cpu",
             batch_size: int = 4, grid: bool = False) -> list[Path]:
     from vqfast.data.clips import load_frame
-    from vqfast.train.quantart_samples import rows_grid
-    from vqfast.train.samples import save_png, to_uint8
+    from vqfast.train.engine.samples import grid as rows_grid
+    from vqfast.train.engine.samples import save_png, to_uint8
 
     model, data = load_stage2(ckpt, device)
     size = int(size or data.get("size", 256))
@@ -97,7 +97,7 @@ def stylize(ckpt: str, content: str, style: str, out: str, *, size: int | None =
                 Image.fromarray(images[j].permute(1, 2, 0).numpy()).save(target)
                 written.append(target)
                 if grid:
-                    g = rows_grid([x[j:j + 1], refs[j:j + 1], y[j:j + 1]], mean, std)
+                    g = rows_grid(x[j:j + 1], refs[j:j + 1], y[j:j + 1], mean=mean, std=std)
                     save_png(g, out_dir / f"{p.stem}_grid.png")
     log.info("stylised %d image(s) with %s into %s", len(written), styles[0], out_dir)
     return written
@@ -120,12 +120,10 @@ def main(argv=None) -> int:
     if not logger.handlers:
         logger.addHandler(logging.StreamHandler())
     logger.setLevel(logging.INFO)
-    from vqfast.train.errors import CheckpointError, ConfigError
-
     try:
         written = stylize(args.ckpt, args.content, args.style, args.out, size=args.size, device=args.device,
                           batch_size=args.batch_size, grid=args.grid)
-    except (StylizeError, ConfigError, CheckpointError, RuntimeError) as exc:
+    except VQFastError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print("\n".join(str(w) for w in written))

@@ -1,6 +1,6 @@
 """DINO teacher features for DinoVQ (SPEC §5.2: the target ``dino_features_gt`` of a frozen teacher).
 
-Three sources, tried in this order by ``teacher.kind: auto`` (``vqfast.train.tasks.dinovq``):
+Three sources, tried in this order by ``teacher.kind: auto`` (``vqfast.train.families.dinovq.task``):
 
 1. **Precomputed shards** beside the images: ``<root>/dino_features/shard_00000.pt`` … each a dict
    ``{"names": [image path relative to root, ...], "features": float16 (N, h, w, D), "teacher": str,
@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vqfast.data.clips import IMAGE_EXTS, _natural_key, load_frame
+from vqfast.errors import WeightsNotFoundError
 
 log = logging.getLogger("vqfast")
 
@@ -41,7 +42,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class TeacherUnavailableError(FileNotFoundError):
+class TeacherUnavailableError(WeightsNotFoundError):
     """No DINO teacher features can be obtained with the given settings; the message names the options."""
 
 

@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw
 
 from vqfast.data.clips import IMAGE_EXTS, load_frame
 from vqfast.data.synthetic import make_images
+from vqfast.errors import DataNotFoundError
 
 __all__ = ["ImageStream", "UnpairedImages", "list_images", "make_paintings", "make_unpaired_domains"]
 
@@ -35,10 +36,10 @@ def _natural_key(path: Path):
 def list_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"image folder {str(folder)!r} is not a directory")
+        raise DataNotFoundError(f"image folder {str(folder)!r} is not a directory")
     files = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS), key=_natural_key)
     if not files:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTS)}) in {str(folder)!r}")
+        raise DataNotFoundError(f"no images ({', '.join(IMAGE_EXTS)}) in {str(folder)!r}")
     return files
 
 

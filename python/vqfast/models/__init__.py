@@ -1,4 +1,4 @@
-"""Model families. One module per family; see ``vqfast.train.registry`` for the model_type names."""
+"""Model families. One module per family; ``vqfast.train.families`` registers the model.type names."""
 from vqfast.models.discriminator import ActNorm, NLayerDiscriminator, weights_init
 from vqfast.models.vqgan import EMAVQ, Decoder, Encoder, VQModel
 from vqfast.models.vqvae import VQVAE2, VqVae

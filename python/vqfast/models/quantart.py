@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vqfast.errors import VQFastError
+from vqfast.errors import CheckpointError, CheckpointNotFoundError
 from vqfast.models.taming_autoencoder import Decoder, Encoder
 from vqfast.models.taming_blocks import ResnetBlock, normalize
 from vqfast.models.vqgan import VQModel
@@ -40,11 +40,11 @@ log = logging.getLogger("vqfast")
 VARIANTS = ("quantized", "continuous")
 
 
-class Stage1CheckpointError(VQFastError, ValueError):
+class Stage1CheckpointError(CheckpointError):
     """A stage-1 checkpoint cannot be read or lacks / mismatches the keys stage 2 needs."""
 
 
-class Stage1CheckpointNotFound(Stage1CheckpointError, FileNotFoundError):
+class Stage1CheckpointNotFound(Stage1CheckpointError, CheckpointNotFoundError):
     """The stage-1 checkpoint path does not exist."""
 
 

@@ -9,12 +9,14 @@ from typing import Optional
 
 import torch
 
+from vqfast.errors import WeightsNotFoundError
+
 log = logging.getLogger("vqfast")
 
 __all__ = ["VAEUnavailableError", "load_local_vae"]
 
 
-class VAEUnavailableError(ValueError):
+class VAEUnavailableError(WeightsNotFoundError):
     """No usable local VAE: diffusers is not installed or the path holds no AutoencoderKL."""
 
 

@@ -1,12 +1,26 @@
-"""Training front end: configs, the engine loop, tasks, checkpoints (``python -m vqfast.train``)."""
-from vqfast.train.config import Config
-from vqfast.train.errors import CheckpointError, ConfigError, FamilyNotImplementedError
-from vqfast.train.loading import load_config
+"""Training: ``python -m vqfast.train --config FILE`` (see ``__main__``), or from Python::
+
+    cfg = load_config("quickstart", ["train.max_steps=2"])   # a family's typed config
+    last = train(cfg)                                        # last logged metrics
+
+Layout: ``config/`` (sources, schema, shared sections) ← ``engine/`` (the loop and the Task contract) ←
+``families/`` (one package per family; ``families/__init__.py`` is the registry) ← ``__main__``.
+"""
+from __future__ import annotations
+
+from vqfast.errors import CheckpointError, ConfigError
+from vqfast.train.engine.loop import Trainer
+from vqfast.train.families import load_config, task_for
 
 
-def train(cfg, resume=None):
-    from vqfast.train.engine import train as _train
-    return _train(cfg, resume)
+def trainer(cfg, resume: str | None = None) -> Trainer:
+    """The engine's ``Trainer`` for ``cfg`` with its family's task."""
+    return Trainer(cfg, task_for(cfg), resume)
 
 
-__all__ = ["Config", "ConfigError", "CheckpointError", "FamilyNotImplementedError", "load_config", "train"]
+def train(cfg, resume: str | None = None) -> dict[str, float]:
+    """Run (or resume from a checkpoint file or run directory) training of ``cfg``; returns the last metrics."""
+    return trainer(cfg, resume).fit()
+
+
+__all__ = ["CheckpointError", "ConfigError", "Trainer", "load_config", "train", "trainer"]

@@ -1,8 +1,9 @@
-"""``python -m vqfast.train --config FILE [--resume CKPT|RUN_DIR] [--set key=value ...]``.
+"""``python -m vqfast.train --config FILE [--resume CKPT|RUN_DIR] [--set key=value [key=value ...]]``.
 
 Also under ``torchrun --nproc_per_node=N -m vqfast.train ...`` (one process per GPU; rank 0 logs and writes).
 Exit codes: 0 done (also after SIGTERM/SIGINT: checkpoint written, resume with ``--resume RUN_DIR``),
-2 bad config/checkpoint, 3 stopped after train.max_bad_steps consecutive non-finite steps.
+2 a problem the user can fix (one line on stderr naming the key, file or path), 3 stopped after
+train.max_bad_steps consecutive non-finite steps.
 """
 from __future__ import annotations
 
@@ -12,45 +13,55 @@ import logging
 import os
 import sys
 
-from vqfast.train.errors import CheckpointError, ConfigError, FamilyNotImplementedError
+from vqfast.errors import NonFiniteError, VQFastError
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m vqfast.train", description=__doc__)
-    p.add_argument("--config", required=True, help="vqfast YAML, seed-002 param.json, or a shipped config name")
+    p = argparse.ArgumentParser(prog="python -m vqfast.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True,
+                   help="vqfast YAML, a seed-002 param.json, or a shipped config name (e.g. quickstart)")
     p.add_argument("--resume", default=None,
                    help="checkpoint file, or run directory (newest checkpoint that loads; falls back past bad ones)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.max_steps=2 (repeatable)")
-    return p.parse_args(argv)
+    p.add_argument("--set", dest="overrides", action="append", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override config values, e.g. --set train.max_steps=2 data.size=64 (several pairs per "
+                        "flag; the flag may repeat)")
+    args = p.parse_args(argv)
+    args.overrides = [kv for group in args.overrides for kv in group]
+    return args
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def _setup_logging(rank: int) -> None:
     logger = logging.getLogger("vqfast")
     if not logger.handlers or all(isinstance(h, logging.NullHandler) for h in logger.handlers):
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("[vqfast] %(message)s"))
         logger.addHandler(handler)
-    rank = int(os.environ.get("RANK", "0") or 0)
     logger.setLevel(logging.INFO if rank == 0 else logging.WARNING)  # rank-aware: only rank 0 chats
-    from vqfast.train.engine import train
-    from vqfast.train.guard import NonFiniteError
-    from vqfast.train.loading import load_config
+
+
+def _one_line(exc: Exception) -> str:
+    """A collected multi-problem message on one line: 'invalid config F: a; b; c'."""
+    return str(exc).replace(":\n  - ", ": ").replace("\n  - ", "; ").replace("\n", " ")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    rank = int(os.environ.get("RANK", "0") or 0)
+    _setup_logging(rank)
+    from vqfast.train import load_config, trainer
 
     try:
-        cfg = load_config(args.config, args.overrides)
-        last = train(cfg, resume=args.resume)
-    except (ConfigError, CheckpointError, FamilyNotImplementedError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        run = trainer(load_config(args.config, args.overrides), resume=args.resume)
+        summary = run.summary(run.fit())
     except NonFiniteError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 3
-    if rank != 0:
-        return 0
-    print(json.dumps({"run_dir": cfg.run_dir, **{k: v for k, v in last.items()
-                                                   if k in ("step", "train/total_loss", "train/rec_loss", "val/psnr")}}))
+    except VQFastError as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    if rank == 0:
+        print(json.dumps(summary))
     return 0
 
 

@@ -1,0 +1,146 @@
+"""The whole config of the DinoVQ family (``model.type: dinovq``; seed 004's DinoVQModel).
+
+``model`` field names are seed 004's ``DinoVQModel`` constructor kwargs; the teacher lives in ``model.teacher``.
+``train`` holds the engine and optimisation keys (``lr`` unset → seed 004's AdamW at 1e-4; ``betas``,
+``weight_decay``, ``disc_lr``, ``disc_every``, ``reuse_recon_for_d``, ``grad_accum``, ``grad_clip``,
+``precision``); ``model.use_gan`` switches the GAN. Derived: ``model.img_size`` follows ``data.size``,
+``model.vgg_ckpt_path`` / ``perceptual_backbone`` follow the ``perceptual`` section.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from vqfast.train.config import ImageDataSection, OptimSection, PerceptualSection, RunConfig, bounded, problems
+
+
+@dataclass
+class DinoTeacherConfig:
+    """Where ``dino_features_gt`` comes from (see ``vqfast.data.dino``)."""
+    kind: Literal["auto", "precomputed", "dinov2_hub", "timm", "random"] = "auto"
+    """auto: shards under ``<feature_root or data.root>/dino_features`` if present, else dinov2_hub if hub_dir
+    is set, else timm if timm_model is set, else the random teacher when data.root was generated under the
+    run directory; otherwise an error naming the options."""
+    feature_root: str | None = None
+    """Folder whose ``dino_features/`` holds precomputed shards (default: data.root)."""
+    hub_dir: str | None = None
+    """Local clone of facebookresearch/dinov2 (torch.hub source='local'; nothing is downloaded)."""
+    hub_model: str = "dinov2_vitb14"
+    timm_model: str | None = None
+    checkpoint: str | None = None
+    """Teacher weights file (torch.load weights_only)."""
+    random_dim: Optional[int] = bounded(None, ge=1)
+    """Random teacher width (default: model.dino_dim)."""
+    random_depth: int = bounded(2, ge=1)
+    random_heads: int = bounded(4, ge=1)
+    random_seed: int = 0
+
+
+@dataclass
+class DinoVQModelConfig:
+    type: Literal["dinovq"] = "dinovq"
+    # image / encoder
+    img_size: Optional[int] = bounded(None, ge=1)
+    """Square input size; default: data.size."""
+    patch_size: int = bounded(16, ge=1)
+    in_chans: int = bounded(3, ge=1)
+    out_chans: int = bounded(3, ge=1)
+    encoder_embed_dim: int = bounded(768, ge=1)
+    encoder_depth: int = bounded(12, ge=1)
+    encoder_num_heads: int = bounded(12, ge=1)
+    ffn_ratio: float = bounded(4.0, gt=0)
+    num_register_tokens: int = bounded(4, ge=0)
+    pos_embed: Literal["rope", "learned"] = "rope"
+    pos_embed_rope_base: float = bounded(100.0, gt=0)
+    layerscale_init: Optional[float] = bounded(1e-5, gt=0)
+    # VQ
+    codebook_size: int = bounded(8192, ge=1)
+    codebook_dim: Optional[int] = bounded(None, ge=1)
+    """None = encoder_embed_dim; otherwise linear project-in/out around the quantiser."""
+    vq_decay: float = bounded(0.99, ge=0, le=1)
+    vq_eps: float = bounded(1e-5, gt=0)
+    vq_commitment_weight: float = bounded(0.25, ge=0)
+    kmeans_init: bool = True
+    kmeans_iters: int = bounded(20, ge=1)
+    restart_dead_codes: bool = True
+    dead_code_steps: int = bounded(100, ge=1)
+    """A code unused for this many training steps is dead (replaced when restart_dead_codes)."""
+    l2_normalize_codes: bool = False
+    """VQ-KD style: l2-normalise the (projected) tokens before the lookup."""
+    residual_grad: Literal["none", "encoder"] = "none"
+    """none: r = z − e has no encoder gradient under STE (reference); encoder: r = z − sg(e)."""
+    precision: Literal["ieee", "tf32", "bf16"] = "ieee"
+    """nearest_code precision."""
+    # DINO decoder
+    dino_decoder_depth: int = bounded(8, ge=1)
+    dino_decoder_num_heads: int = bounded(12, ge=1)
+    dino_decoder_dim: Optional[int] = bounded(None, ge=1)
+    dino_dim: int = bounded(768, ge=1)
+    # image decoder
+    image_decoder_dim: int = bounded(512, ge=1)
+    image_decoder_depth: int = bounded(8, ge=1)
+    image_decoder_num_heads: int = bounded(8, ge=1)
+    # losses (seed-004 API)
+    dino_loss_weight: float = bounded(1.0, ge=0)
+    recon_loss_weight: float = bounded(1.0, ge=0)
+    vq_loss_weight: float = bounded(1.0, ge=0)
+    use_perceptual: bool = False
+    perceptual_weight: float = bounded(1.0, ge=0)
+    vgg_ckpt_path: Optional[str] = None
+    """VGG16 weights for LPIPS; default: perceptual.backbone_path (else the torch hub cache)."""
+    perceptual_backbone: Optional[Literal["imagenet", "random"]] = None
+    """Default: perceptual.backbone."""
+    use_gan: bool = False
+    disc_start: int = bounded(10000, ge=0)
+    disc_weight: float = bounded(0.5, ge=0)
+    disc_dim: int = bounded(64, ge=1)
+    disc_num_layers: int = bounded(3, ge=0)
+    disc_adaptive_weight: bool = False
+    nonfinite_adaptive_to_zero: bool = True
+    """A NaN/Inf adaptive weight becomes 0; False keeps the reference's clamp-only behaviour."""
+    teacher: DinoTeacherConfig = field(default_factory=DinoTeacherConfig)
+
+    def __post_init__(self):
+        checks = []
+        for dim_key, heads_key in (("encoder_embed_dim", "encoder_num_heads"),
+                                   ("image_decoder_dim", "image_decoder_num_heads")):
+            dim, heads = getattr(self, dim_key), getattr(self, heads_key)
+            checks += [(dim % heads == 0, f"model.{dim_key}={dim} is not divisible by model.{heads_key}={heads}"),
+                       (self.pos_embed != "rope" or dim % heads or (dim // heads) % 4 == 0,
+                        f"model.{dim_key}/{heads_key} = head dim {dim // heads} must be divisible by 4 for "
+                        "pos_embed=rope")]
+        dino_dim = self.dino_decoder_dim or self.encoder_embed_dim
+        checks.append((dino_dim % self.dino_decoder_num_heads == 0,
+                       f"DINO decoder width {dino_dim} (model.dino_decoder_dim or encoder_embed_dim) is not "
+                       f"divisible by model.dino_decoder_num_heads={self.dino_decoder_num_heads}"))
+        problems(*checks)
+
+    def model_kwargs(self) -> dict:
+        """Constructor kwargs of ``vqfast.models.dinovq.DinoVQModel`` (without the teacher)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("type", "teacher")}
+
+
+@dataclass
+class DinoVQTrainSection(OptimSection):
+    lr: Optional[float] = bounded(1e-4, gt=0)
+    """Generator LR (seed 004: AdamW at 1e-4)."""
+    disc_every: int = bounded(1, ge=1)
+    """A D step every N batches (with model.use_gan)."""
+
+
+@dataclass
+class DinoVQConfig(RunConfig):
+    model: DinoVQModelConfig = field(default_factory=DinoVQModelConfig)
+    perceptual: PerceptualSection = field(default_factory=PerceptualSection)
+    data: ImageDataSection = field(default_factory=ImageDataSection)
+    train: DinoVQTrainSection = field(default_factory=DinoVQTrainSection)
+
+    def __post_init__(self):
+        m, size = self.model, self.data.size
+        problems((m.img_size in (None, size),
+                  f"model.img_size={m.img_size} differs from data.size={size}; leave it unset to follow data.size"),
+                 (size % m.patch_size == 0, f"data.size={size} is not divisible by model.patch_size={m.patch_size}"))
+        m.img_size = size
+        m.vgg_ckpt_path = m.vgg_ckpt_path or self.perceptual.backbone_path
+        m.perceptual_backbone = m.perceptual_backbone or self.perceptual.backbone
