@@ -10,14 +10,16 @@ B, SIZE = (8, 256) if not QUICK else (2, 128)
 
 
 def _task(backend: str, tmp_path):
-    from vqfast.train.config import Config, DataConfig, DDConfig, TrainConfig
-    from vqfast.train.quantart_config import QuantArtStage2Config
-    from vqfast.train.tasks.quantart import QuantArtStage2Task
+    from vqfast.data.unpaired import make_paintings
+    from vqfast.train.config import build
+    from vqfast.train.families.quantart.config import Stage2Config
+    from vqfast.train.families.quantart.task import QuantArtStage2Task
 
-    dd = DDConfig(resolution=SIZE)
-    model = QuantArtStage2Config(ddconfig=dd, style_root=None)
-    cfg = Config(run_dir=str(tmp_path / backend), backend=backend, model=model,
-                 data=DataConfig(kind="images", size=SIZE), train=TrainConfig(batch_size=B, progress=False))
+    style = make_paintings(tmp_path / "style", num_images=4, size=SIZE, seed=0)
+    cfg = build(Stage2Config, {"run_dir": str(tmp_path / backend), "backend": backend,
+                               "model": {"style_root": str(style)},
+                               "data": {"root": str(tmp_path), "kind": "images", "size": SIZE},
+                               "train": {"batch_size": B, "progress": False}}, "bench")
     task = QuantArtStage2Task(cfg, torch.device("cuda"))
     task.train()
     return task

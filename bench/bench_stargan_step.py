@@ -1,12 +1,13 @@
-"""Latent StarGAN v2 training step (SPEC §4.2: D step + lazy R1 + G/E/F step): backend="triton" (AdaIN and instance
+"""Latent StarGAN v2 training step (seed 003: D step + lazy R1 + G/E/F step): backend="triton" (AdaIN and instance
 norm statistics in the channel_stats kernel) vs backend="torch" (reference statistics). Seed sizes on CUDA (4×32×32,
 base_dim 256, 4 AdaIN res-blocks, batch 8, bf16 autocast); a tiny fp32 shape on CPU (torch only)."""
 import pytest
 import torch
 from benchutil import CUDA, DEVICE, QUICK, needs_cuda, run
 
-from vqfast.train.stargan_config import build_stargan_config
-from vqfast.train.tasks.stargan import StarGANLatentTask
+from vqfast.train.config import build
+from vqfast.train.families.stargan.config import StarGANConfig
+from vqfast.train.families.stargan.task import StarGANLatentTask
 
 if CUDA:
     SIZES = [(8, 32, 256, 4), (8, 64, 256, 4)]        # (batch, latent size, base_dim, n_res_blocks)
@@ -22,11 +23,12 @@ def sid(s):
 
 def make_step(size, backend, r1_every_step):
     b, px, base, blocks = size
-    cfg = build_stargan_config({"backend": backend,
+    cfg = build(StarGANConfig, {"backend": backend,
                                 "model": {"type": "stargan_v2_latent", "base_dim": base, "n_res_blocks": blocks},
                                 "training": {"use_amp": CUDA},
-                                "loss": {"r1_interval": 1 if r1_every_step else 16, "r1_counter": "global"},
-                                "train": {"batch_size": b}}, "bench")
+                                "loss": {"r1_interval": 1 if r1_every_step else 16, "r1_counter": "global",
+                                         "ds_schedule": "iteration"},  # no loader: schedules by global step
+                                "data": {"synthetic": True}, "train": {"batch_size": b}}, "bench")
     torch.manual_seed(0)
     task = StarGANLatentTask(cfg, DEVICE)
     g = torch.Generator().manual_seed(0)

@@ -5,8 +5,8 @@ import pytest
 import torch
 from benchutil import CUDA, DEVICE, QUICK, RESULTS, Row, needs_cuda, peak_extra_mb, sync, time_ms
 
-from vqfast.train.loading import load_config
-from vqfast.train.tasks.vq import VQTask
+from vqfast.train import load_config
+from vqfast.train.families.vq.task import VQTask
 
 if CUDA:
     SHAPE = dict(batch=4, size=256, n_embed=16384, sets=[])
@@ -21,7 +21,7 @@ def build(backend: str) -> VQTask:
     s = SHAPE
     cfg = load_config("vqgan_f16_1024", [
         f"backend={backend}", f"model.n_embed={s['n_embed']}", f"data.size={s['size']}",
-        f"model.ddconfig.resolution={s['size']}", f"train.batch_size={s['batch']}", "perceptual.backbone=random",
+        f"train.batch_size={s['batch']}", "perceptual.backbone=random",
         "loss.disc_start=0", "loss.disc_train_start=0", "train.device=" + DEVICE, *s["sets"]])
     torch.manual_seed(0)
     return VQTask(cfg, torch.device(DEVICE))

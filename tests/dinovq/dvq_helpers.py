@@ -20,20 +20,3 @@ def batch():
     imgs = torch.rand(4, 3, 32, 32, generator=g) * 2 - 1  # (B, C, H, W) in [-1, 1]
     feats = torch.randn(4, 4, 4, 24, generator=g)  # (B, h, w, dino_dim)
     return imgs, feats
-
-
-@pytest.fixture
-def dinovq_registered(monkeypatch):
-    """Register the dinovq family and task in the engine's closed dicts for this test only."""
-    from vqfast.train import registry, tasks
-    from vqfast.train.dinovq_config import DinoVQModelConfig, build_dinovq
-
-    def _task(cfg, device):
-        from vqfast.train.tasks.dinovq import DinoVQTask
-        return DinoVQTask(cfg, device)
-
-    if registry.FAMILIES["dinovq"].build is None:
-        monkeypatch.setitem(registry.FAMILIES, "dinovq",
-                            registry.Family("dinovq", DinoVQModelConfig, build_dinovq, task="dinovq"))
-    if "dinovq" not in tasks.TASKS:
-        monkeypatch.setitem(tasks.TASKS, "dinovq", _task)

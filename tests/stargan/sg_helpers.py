@@ -3,7 +3,8 @@ tiny convs run ~10× faster on one thread) and a tiny config."""
 import pytest
 import torch
 
-from vqfast.train.stargan_config import build_stargan_config
+from vqfast.train.config import build
+from vqfast.train.families.stargan.config import StarGANConfig
 
 
 @pytest.fixture(autouse=True)
@@ -21,7 +22,8 @@ TINY = {
               "d_dim": 16, "style_dim": 16, "latent_dim": 8},
     "training": {"use_amp": False},
     "loss": {"r1_interval": 2},
-    "data": {"resolution": 16, "synthetic_per_domain": 12, "synthetic_shards_per_domain": 1, "reference_pool": 8},
+    "data": {"synthetic": True, "resolution": 16, "synthetic_per_domain": 12, "synthetic_shards_per_domain": 1,
+             "reference_pool": 8},
     "train": {"batch_size": 4, "max_steps": 10},
 }
 
@@ -33,7 +35,7 @@ def tiny_config(**sections):
             raw[section] = {**raw.get(section, {}), **values}
         else:
             raw[section] = values
-    return build_stargan_config(raw, "tiny test config")
+    return build(StarGANConfig, raw, "tiny test config")
 
 
 @pytest.fixture

@@ -8,8 +8,10 @@ import torch
 from sg_helpers import tiny_config
 from vqfast.data.latents import (LatentDataError, ReferencePool, TorchLatentShardLoader, build_latent_loader,
                                  domain_statistics, list_shards, make_latent_shards)
-from vqfast.train.errors import ConfigError
-from vqfast.train.stargan_config import build_stargan_config, load_stargan_config
+from vqfast.errors import ConfigError
+from vqfast.train import load_config
+from vqfast.train.config import build
+from vqfast.train.families.stargan.config import StarGANConfig
 
 
 def test_generated_shards_have_distinguishable_domain_statistics(tmp_path):
@@ -75,7 +77,8 @@ def test_config_rejects_unknown_keys_naming_them(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown key 'loss\.w_style'.*did you mean 'loss\.w_sty'"):
         tiny_config(loss={"w_style": 1.0})
     with pytest.raises(ConfigError, match=r"unknown key 'checkpoint'"):
-        build_stargan_config({"model": {"type": "stargan_v2_latent"}, "checkpoint": {}}, "f.yaml")
+        build(StarGANConfig, {"model": {"type": "stargan_v2_latent"}, "data": {"synthetic": True}, "checkpoint": {}},
+              "f.yaml")
     with pytest.raises(ConfigError, match="gan_loss"):
         tiny_config(loss={"gan_loss": "wgan"})
     with pytest.raises(ConfigError, match="r1_interval"):
@@ -85,14 +88,14 @@ def test_config_rejects_unknown_keys_naming_them(tmp_path):
 
 
 def test_shipped_config_loads_with_seed_keys():
-    cfg = load_stargan_config("stargan_v2_latent", ["train.max_steps=2", "train.device=cpu"])
+    cfg = load_config("stargan_v2_latent", ["train.max_steps=2", "train.device=cpu"])
     assert cfg.train.max_steps == 2 and cfg.data.root is None
     assert cfg.training.latent_scale == pytest.approx(0.18215)
     assert (cfg.loss.w_adv, cfg.loss.w_sty, cfg.loss.w_cyc, cfg.loss.w_id, cfg.loss.w_ds) == (1, 1, 1, 0, 1)
     assert (cfg.loss.ds_decay_epochs, cfg.loss.w_r1, cfg.loss.r1_interval, cfg.loss.ds_margin) == (20, 10, 16, None)
     assert cfg.model.base_dim == 64                                         # cpu_overrides applied on CPU
     with pytest.raises(ConfigError, match="train.batch_sz"):
-        load_stargan_config("stargan_v2_latent", ["train.batch_sz=2"])
+        load_config("stargan_v2_latent", ["train.batch_sz=2"])
 
 
 def test_plot_epochs_with_pil(tmp_path):

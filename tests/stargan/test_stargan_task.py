@@ -1,4 +1,5 @@
-"""StarGANLatentTask on generated shards (CPU): the SPEC §4.2 step, logging, schedules, conditioning, samples."""
+"""StarGANLatentTask on generated shards (CPU): seed 003's step, logging, schedules, conditioning, samples,
+exact resume and the safetensors export."""
 import math
 
 import pytest
@@ -7,15 +8,16 @@ from torch.testing import assert_close
 
 from sg_helpers import tiny_config
 from vqfast.data.latents import domain_statistics
-from vqfast.train.tasks.stargan import LOG_KEYS, StarGANLatentTask
+from vqfast.errors import WeightsNotFoundError
+from vqfast.train.families.stargan.task import LOG_KEYS, StarGANLatentTask
 
 
 def _task(tmp_path, seed=0, **sections):
     cfg = tiny_config(**sections)
+    StarGANLatentTask.prepare_data(cfg, tmp_path)
     torch.manual_seed(seed)
     task = StarGANLatentTask(cfg, "cpu")
-    task.ensure_dataset(tmp_path)
-    task.build_loader()
+    task.build_loader(batch_size=cfg.train.batch_size)
     return task
 
 
@@ -24,7 +26,7 @@ def _run(task, steps, start=0):
     while step < start + steps:
         task.loader.set_epoch(epoch)
         for batch in task.loader:
-            logs.append(task.training_step(batch, step))
+            logs.append(task.training_step(task.prepare_batch(batch, step)[0], step))
             step += 1
             if step >= start + steps:
                 break
@@ -121,7 +123,7 @@ def test_generator_conditioning_moves_toward_target_domain(tmp_path):
                  data={"resolution": 8, "synthetic_per_domain": 32}, train={"batch_size": 8})
     _run(task, 60)
     means = domain_statistics(2, 4, task.cfg.seed)[0] * task.cfg.training.latent_scale   # (D, C) scaled
-    batch = task.prepare_batch(next(iter(task.loader)))
+    batch, _ = task.prepare_batch(next(iter(task.loader)), 0)
     content, y_src = batch["content"], batch["y_src"]
     outs = []
     for d in range(2):
@@ -139,21 +141,18 @@ def test_generator_conditioning_moves_toward_target_domain(tmp_path):
 def test_sample_png_latent_visualisation(tmp_path, caplog):
     from PIL import Image
 
-    task = _task(tmp_path, visualization={"num_samples": 3})
     with caplog.at_level("INFO", logger="vqfast"):
-        path = task.sample(tmp_path, 7)
-    assert path.name == "step_00000007.png" and path.parent.name == "samples"
+        task = _task(tmp_path, visualization={"num_samples": 3})
+        assert task.sample(tmp_path, 7, None) == {}
+    path = tmp_path / "samples" / "step_00000007.png"
     assert "latent-channel visualisations" in caplog.text
     w, h = Image.open(path).size
     assert w == 3 * (32 + 2) + 2 and h == (1 + 3 * 2) * (32 + 2) + 2        # 2×2 channel tiles of 16²
 
 
-def test_vae_path_without_diffusers_falls_back(tmp_path, caplog):
-    task = _task(tmp_path, visualization={"vae_path": str(tmp_path / "no_vae")})
-    with caplog.at_level("INFO", logger="vqfast"):
-        task.sample(tmp_path, 1)
-    assert task.renderer.kind == "latent_channels"
-    assert "diffusers" in caplog.text or "does not exist" in caplog.text
+def test_vae_path_that_does_not_load_is_an_error_before_training(tmp_path):
+    with pytest.raises(WeightsNotFoundError, match="diffusers|does not exist"):
+        _task(tmp_path, visualization={"vae_path": str(tmp_path / "no_vae")})
 
 
 def test_resume_continues_exactly(tmp_path):
@@ -161,8 +160,7 @@ def test_resume_continues_exactly(tmp_path):
     interval, optimizers): bit-identical networks."""
     import torch
 
-    from vqfast.train.engine import train
-    from vqfast.train.loading import load_config
+    from vqfast.train import load_config, train
 
     common = ["train.log_every=1", "train.ckpt_every=2", "train.sample_every=1000", "loss.r1_interval=2"]
     cfg_a = load_config("stargan_v2_latent", [f"run_dir={tmp_path / 'a'}", *common, "train.max_steps=5"])
@@ -180,3 +178,20 @@ def test_resume_continues_exactly(tmp_path):
     for group, state in a["modules"].items():
         for k, v in state.items():
             torch.testing.assert_close(b["modules"][group][k], v, rtol=0, atol=0, msg=f"{group}.{k}")
+
+
+def test_export_safetensors_writes_every_network(tmp_path):
+    from vqfast.train import load_config, train
+    from vqfast.train.engine.export import load_safetensors
+
+    run = tmp_path / "x"
+    train(load_config("stargan_v2_latent", [f"run_dir={run}", "train.max_steps=1", "train.export_safetensors=true",
+                                            "model.ema=true"]))
+    st = load_safetensors(run / "model.safetensors")
+    ck = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    for prefix, module in (("generator.", "G"), ("style_encoder.", "E"), ("mapping.", "F"),
+                           ("discriminator.", "D"), ("generator_ema.", "G_ema")):
+        weights = {k.removeprefix(prefix): v for k, v in st.items() if k.startswith(prefix)}
+        assert weights.keys() == ck["modules"][module].keys(), module
+        for k, v in weights.items():
+            torch.testing.assert_close(v, ck["modules"][module][k], rtol=0, atol=0)

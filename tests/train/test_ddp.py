@@ -11,15 +11,15 @@ import pytest
 import torch
 
 from vqfast.train import load_config
-from vqfast.train.engine import Trainer
-from vqfast.train.registry import build_model
+from vqfast.train import trainer as Trainer
+from vqfast.train.families.vq.models import build_model
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or shutil.which("torchrun") is None,
                                 reason="needs torch.distributed (gloo) and torchrun")
 
 STEPS = 3
 TINY = ["model.ddconfig.ch=16", "model.ddconfig.ch_mult=[1,2]", "model.ddconfig.num_res_blocks=1",
-        "model.ddconfig.attn_resolutions=[]", "model.ddconfig.z_channels=8", "model.ddconfig.resolution=16",
+        "model.ddconfig.attn_resolutions=[]", "model.ddconfig.z_channels=8",
         "data.size=16", "model.n_embed=16", "model.embed_dim=8", "loss.disc_num_layers=1", "loss.disc_ndf=8",
         "perceptual.backbone=random", "data.clip_len=2", "train.batch_size=4", "data.synthetic_videos=8",
         "data.synthetic_frames=4", "train.progress=false", f"train.max_steps={STEPS}", "train.log_every=1",
@@ -32,7 +32,7 @@ WORKER = textwrap.dedent('''
     import json, sys
     import torch, torch.distributed as dist
     from vqfast.train import load_config
-    from vqfast.train.engine import Trainer
+    from vqfast.train import trainer as Trainer
 
     def capture_first_grads(trainer, store):
         opt, inner = trainer.task.opt_ae, trainer.task.opt_ae.step
@@ -137,7 +137,7 @@ def test_two_ranks_sync_codebooks_and_match_one_rank(tmp_path):
         # up to 2·lr per step, so the whole update is compared (measured ~1e-2; unsynced gradients give O(1))
         two_state = {k.removeprefix("model."): v for k, v in r0["state"].items() if k.startswith("model.")}
         torch.manual_seed(0)  # the engine's initial weights (seed 0, model built first)
-        init = build_model(load_config("quickstart", [*TINY, *FAMILIES[name]]).model).state_dict()
+        init = build_model(load_config("quickstart", [*TINY, *FAMILIES[name]]).model, "auto").state_dict()
         keys = [k for k, v in ref_state.items() if v.is_floating_point() and "quantize" not in k]
         num = sum((two_state[k].float() - ref_state[k].float()).pow(2).sum() for k in keys)
         den = sum((ref_state[k].float() - init[k].float()).pow(2).sum() for k in keys)
@@ -171,7 +171,7 @@ FAMILY_SMOKE = {
                           "training.use_amp=false", "loss.r1_interval=2", "data.resolution=16",
                           "data.synthetic_per_domain=12", "data.synthetic_shards_per_domain=1",
                           "data.reference_pool=8", "train.batch_size=4"],
-    "dinovq": ["data.synthetic_videos=1"],
+    "dinovq": ["data.synthetic_images=4"],
     "quantart_stage2": [],
 }
 

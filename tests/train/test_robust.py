@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from vqfast.train import CheckpointError, load_config
-from vqfast.train import checkpoint as ckpt
-from vqfast.train.engine import Trainer, train
-from vqfast.train.guard import NonFiniteError
+from vqfast.errors import CheckpointError, FrameDecodeError, NonFiniteError
+from vqfast.train import load_config, train
+from vqfast.train import trainer as Trainer
+from vqfast.train.engine import checkpoint as ckpt
 
 TINY = ["model.ddconfig.ch=16", "model.ddconfig.ch_mult=[1,2]", "model.ddconfig.num_res_blocks=1",
-        "model.ddconfig.attn_resolutions=[]", "model.ddconfig.z_channels=8", "model.ddconfig.resolution=16",
+        "model.ddconfig.attn_resolutions=[]", "model.ddconfig.z_channels=8",
         "data.size=16", "model.n_embed=16", "model.embed_dim=8", "loss.disc_num_layers=1", "loss.disc_ndf=8",
         "perceptual.backbone=random", "data.clip_len=2", "train.batch_size=2", "data.synthetic_videos=4",
         "data.synthetic_frames=4", "train.progress=false"]
@@ -210,8 +210,7 @@ def test_data_on_error_skip_counts_and_raise_names_the_file(tmp_path):
     last = train(_cfg(tmp_path / "skip", *base, *data, "data.on_error=skip", "train.max_steps=4",
                       "train.log_every=4"))  # one epoch: every clip is visited
     assert last["step"] == 4 and last["data/skipped_items"] >= 1
-    from vqfast.train.data import FrameLoadError
-    with pytest.raises(FrameLoadError, match=bad.parent.name):
+    with pytest.raises(FrameDecodeError, match=bad.parent.name):
         train(_cfg(tmp_path / "raise", *base, *data, "data.on_error=raise", "train.max_steps=4"))
     with pytest.raises(Exception, match="data.on_error"):
         _cfg(tmp_path / "x", "data.on_error=ignore")

@@ -1,17 +1,14 @@
-"""Unpaired content/style images for QuantArt stage 2 (SPEC §2.4 ``UnpairedImageTrain``), and two generated domains.
+"""The style side of QuantArt stage 2's unpaired data (QuantArt taming/data/custom.py ``UnpairedImageTrain``).
 
-Two folders with independent shuffles: the content stream and the style stream each have their own seeded
-permutation per epoch, so which style meets which content changes every epoch. Every batch is a pure function of
-(seed, batch number): a resumed run sees the same pairs.
-
-Generated domains: ``content`` = photo-like scenes of textured shapes on gradients (``make_images``);
-``style`` = flat-colour "paintings" (a few solid palette regions with dark outlines, no texture).
+The content images come from the engine's loader; the style images from ``ImageStream``: its own seeded
+permutation per pass, so which style meets which content changes every epoch, and batch k is a pure function
+of (seed, k): a resumed run sees the same pairs. ``make_paintings`` generates a toy style domain: flat-colour
+"paintings" (a few solid palette regions with dark outlines, no texture).
 """
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +16,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from vqfast.data.clips import IMAGE_EXTS, load_frame
-from vqfast.data.synthetic import make_images
 from vqfast.errors import DataNotFoundError
 
-__all__ = ["ImageStream", "UnpairedImages", "list_images", "make_paintings", "make_unpaired_domains"]
+__all__ = ["ImageStream", "list_images", "make_paintings"]
 
 log = logging.getLogger("vqfast")
 
@@ -93,41 +89,6 @@ class ImageStream:
         return torch.from_numpy(np.stack([self.image(self.files[i % len(self.files)]) for i in range(count)]))
 
 
-class UnpairedImages:
-    """Batches ``{"content": uint8 (B, H, W, 3), "style": uint8 (B, H, W, 3)}`` from two folders.
-
-    An epoch = one pass over the content folder (drop_last); the style stream runs on independently (its own
-    permutation, cycled when it has fewer images). ``set_epoch``/``iter_from`` mirror the engine's loaders.
-    """
-
-    def __init__(self, content_root: str | Path, style_root: str | Path, *, size: int, batch_size: int,
-                 seed: int = 0, shuffle: bool = True):
-        if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size} must be >= 1")
-        self.content = ImageStream(content_root, size=size, seed=seed, shuffle=shuffle)
-        self.style = ImageStream(style_root, size=size, seed=seed + _STYLE_SEED_OFFSET, shuffle=shuffle)
-        self.batch_size, self.epoch = batch_size, 0
-        if len(self) == 0:
-            raise ValueError(f"content folder {str(self.content.root)!r} has {len(self.content)} images: fewer than "
-                             f"one batch of {batch_size}")
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.content) // self.batch_size
-
-    def iter_from(self, start_batch: int = 0) -> Iterator[dict[str, torch.Tensor]]:
-        per_epoch = len(self)
-        for b in range(start_batch, per_epoch):
-            k = self.epoch * per_epoch + b  # global batch number; content batches never straddle epochs
-            yield {"content": self.content.batch(k, self.batch_size), "style": self.style.batch(k, self.batch_size)}
-
-    def __iter__(self):
-        return self.iter_from(0)
-
-
-# ---- generated domains -----------------------------------------------------------------------------------------
 def _painting(rng: np.random.Generator, size: int) -> np.ndarray:
     palette = rng.uniform(0, 255, (int(rng.integers(3, 6)), 3)).astype(np.uint8)
     img = Image.new("RGB", (size, size), tuple(int(c) for c in palette[0]))
@@ -154,12 +115,3 @@ def make_paintings(root: str | Path, *, num_images: int, size: int, seed: int = 
         Image.fromarray(_painting(rng, size)).save(root / f"{i:06d}.png")
     log.info("generated %d synthetic flat-colour paintings of %d² under %s", num_images, size, root)
     return root
-
-
-def make_unpaired_domains(root: str | Path, *, num_content: int, num_style: int, size: int,
-                          seed: int = 0) -> tuple[Path, Path]:
-    """root/content (photo-like textured scenes) and root/style (flat-colour paintings)."""
-    root = Path(root)
-    content = make_images(root / "content", num_images=num_content, size=size, seed=seed)
-    style = make_paintings(root / "style", num_images=num_style, size=size, seed=seed + 1)
-    return content, style

@@ -31,13 +31,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def _setup_logging(rank: int) -> None:
+def _console(rank: int) -> logging.Handler | None:
+    """Log lines on stderr for this run (rank-aware: only rank 0 chats); None when the caller set up logging."""
     logger = logging.getLogger("vqfast")
-    if not logger.handlers or all(isinstance(h, logging.NullHandler) for h in logger.handlers):
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("[vqfast] %(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO if rank == 0 else logging.WARNING)  # rank-aware: only rank 0 chats
+    logger.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    if logger.handlers and not all(isinstance(h, logging.NullHandler) for h in logger.handlers):
+        return None
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("[vqfast] %(message)s"))
+    logger.addHandler(handler)
+    return handler
 
 
 def _one_line(exc: Exception) -> str:
@@ -48,7 +51,7 @@ def _one_line(exc: Exception) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     rank = int(os.environ.get("RANK", "0") or 0)
-    _setup_logging(rank)
+    console = _console(rank)
     from vqfast.train import load_config, trainer
 
     try:
@@ -60,6 +63,9 @@ def main(argv=None) -> int:
     except VQFastError as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    finally:
+        if console is not None:
+            logging.getLogger("vqfast").removeHandler(console)
     if rank == 0:
         print(json.dumps(summary))
     return 0

@@ -9,7 +9,7 @@ import torch
 
 from vqfast.data import PyVideoClipLoader, make_images, make_video_folders
 from vqfast.data import frames_to_model_input as py_frames_to_model_input
-from vqfast.errors import DataError, DataNotFoundError, VQFastError
+from vqfast.errors import DataError, DataNotFoundError, FrameDecodeError, VQFastError
 
 log = logging.getLogger("vqfast")
 
@@ -41,7 +41,7 @@ def prepare_image_data(d, batch_size: int, seed: int, run_dir: Path) -> None:
         d.root = str(train_root.resolve())
         if d.val_root is None:
             d.val_root = str(val_root.resolve())
-        log.info("data.synthetic: generated a %s dataset at %s", d.kind, d.root)
+        log.info("data.synthetic: generated %s at %s", "video frame folders" if d.kind == "video" else "images", d.root)
     for key in ("root", "val_root"):
         path = getattr(d, key)
         if path is not None and not Path(path).is_dir():
@@ -58,7 +58,7 @@ def loader_class(d):
 
 
 def build_loader(d, root: str, *, shuffle: bool, seed: int, batch_size: int, rank: int = 0, world_size: int = 1,
-                 drop_last: bool = True):
+                 drop_last: bool = True, key: str = "data.root"):
     cls = loader_class(d)
     try:
         return cls(root, clip_len=d.frames_per_sample, frame_stride=d.frame_stride, size=(d.size, d.size),
@@ -68,9 +68,9 @@ def build_loader(d, root: str, *, shuffle: bool, seed: int, batch_size: int, ran
     except VQFastError:
         raise
     except FileNotFoundError as exc:
-        raise DataNotFoundError(f"data.root={root!r}: {exc}") from exc
+        raise DataNotFoundError(f"{key}: {exc}") from exc
     except ValueError as exc:  # no usable video / image under root
-        raise DataError(f"data.root={root!r}: {exc}") from exc
+        raise DataError(f"{key}: {exc}") from exc
 
 
 def frames_to_input(frames: torch.Tensor, mean, std) -> torch.Tensor:
@@ -83,11 +83,14 @@ def frames_to_input(frames: torch.Tensor, mean, std) -> torch.Tensor:
 def heldout_frames(d, batch_size: int, max_images: int = 8) -> torch.Tensor:
     """A fixed uint8 (B, T, H, W, C) batch for validation and sample grids: the first samples (unshuffled)
     of data.val_root, else of data.root."""
-    root = d.val_root or d.root
+    root, key = (d.val_root, "data.val_root") if d.val_root else (d.root, "data.root")
     per_sample = d.frames_per_sample
     bs = max(1, min(batch_size, -(-max_images // per_sample)))
-    loader = build_loader(d, root, shuffle=False, seed=0, batch_size=bs, drop_last=False)
-    frames, _ = next(iter(loader))
+    loader = build_loader(d, root, shuffle=False, seed=0, batch_size=bs, drop_last=False, key=key)
+    try:
+        frames, _ = next(iter(loader))
+    except (FrameDecodeError, OSError) as exc:
+        raise DataError(f"{key}: the held-out batch cannot be read: {exc}") from exc
     return frames
 
 

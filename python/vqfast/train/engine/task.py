@@ -143,8 +143,10 @@ class TaskBase:
         engine_data.prepare_image_data(cfg.data, cfg.train.batch_size, cfg.seed, run_dir)
 
     def build_loader(self, *, batch_size: int, rank: int, world_size: int) -> Loader:
-        return engine_data.build_loader(self.cfg.data, self.cfg.data.root, shuffle=True, seed=self.cfg.seed,
-                                        batch_size=batch_size, rank=rank, world_size=world_size)
+        loader = engine_data.build_loader(self.cfg.data, self.cfg.data.root, shuffle=True, seed=self.cfg.seed,
+                                          batch_size=batch_size, rank=rank, world_size=world_size)
+        self.heldout()  # read now: an unreadable held-out batch fails before training, not at the first sample
+        return loader
 
     def to_input(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 (B, T, H, W, C) → normalised ((B·T), C, H, W) on the device."""

@@ -82,7 +82,6 @@ class StarGANLatentTask(TaskBase):
         self._target_gen = torch.Generator().manual_seed(cfg.seed + 17)
         self._raw_nets: dict = {}
         self._ddp_nets: dict = {}
-        self._heldout_batch: Optional[torch.Tensor] = None
         self._zero = torch.zeros((), device=self.device)
         log.info("task stargan_v2_latent: G %.2fM, E %.2fM, F %.2fM, D %.2fM params, domains %s, amp %s",
                  *(sum(p.numel() for p in net.parameters()) / 1e6 for net in
@@ -340,7 +339,7 @@ class StarGANLatentTask(TaskBase):
     def sample(self, run_dir: Path, step: int, writer) -> dict[str, float]:
         """PNG grid under run_dir/samples: content | per target domain (reference, ref-guided, latent-guided)."""
         vis = self.cfg.visualization
-        content = self._heldout()                                                 # (k, C, H, W) scaled
+        content = self.heldout()                                                  # (k, C, H, W) scaled
         k = content.shape[0]
         g = torch.Generator().manual_seed(vis.random_noise_seed)
         was = self.nets.training
@@ -364,13 +363,13 @@ class StarGANLatentTask(TaskBase):
                          step)
         return {}
 
-    def _heldout(self) -> torch.Tensor:
+    def heldout(self) -> torch.Tensor:
         """The first ``visualization.num_samples`` latents of the data (unshuffled), scaled, on the device."""
-        if self._heldout_batch is None:
+        if self._heldout is None:
             d = self.cfg.data
             loader = build_latent_loader(list_shards(d.root), loader=d.loader, key=d.key, label_key=d.label_key,
                                          batch_size=self.cfg.visualization.num_samples, shuffle=False,
                                          drop_last=False, prefetch=1)
             batch = next(iter(loader))
-            self._heldout_batch = batch[d.key].to(self.device, torch.float32) * self.cfg.training.latent_scale
-        return self._heldout_batch
+            self._heldout = batch[d.key].to(self.device, torch.float32) * self.cfg.training.latent_scale
+        return self._heldout
