@@ -1,7 +1,9 @@
 """Tiny DinoVQ builders shared by the DinoVQ tests (CPU, torch backend, seconds per test)."""
 import pytest
 import torch
+from vqfast.losses.dinovq import DinoVQLoss
 from vqfast.models.dinovq import DinoVQModel
+from vqfast.train.families.dinovq.config import LOSS_KEYS
 
 TINY = {"img_size": 32, "patch_size": 8, "encoder_embed_dim": 32, "encoder_depth": 1, "encoder_num_heads": 2,
             "num_register_tokens": 1, "codebook_size": 16, "dino_decoder_depth": 1, "dino_decoder_num_heads": 2, "dino_dim": 24,
@@ -10,8 +12,11 @@ TINY = {"img_size": 32, "patch_size": 8, "encoder_embed_dim": 32, "encoder_depth
 
 
 def tiny_model(**overrides) -> DinoVQModel:
+    """Seed-004 style: one kwargs dict for the networks and their loss (split as the family builder does)."""
     torch.manual_seed(0)
-    return DinoVQModel(**{**TINY, **overrides})
+    kwargs = {**TINY, **overrides}
+    loss = {k: kwargs.pop(k) for k in LOSS_KEYS if k in kwargs}
+    return DinoVQModel(**kwargs, loss_fn=DinoVQLoss(**loss, out_chans=kwargs.get("out_chans", 3)))
 
 
 @pytest.fixture

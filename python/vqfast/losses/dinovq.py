@@ -24,7 +24,7 @@ from torch import nn
 
 from vqfast.errors import InputError
 from vqfast.losses.vqperceptual import calculate_adaptive_weight, hinge_d_loss
-from vqfast.models.discriminator import NLayerDiscriminator
+from vqfast.nn.discriminator import NLayerDiscriminator
 
 GENERATOR_KEYS = ("total_loss", "dino_loss", "recon_loss", "vq_loss", "perceptual_loss", "gen_adv_loss",
                   "dino_loss_weighted", "recon_loss_weighted", "vq_loss_weighted", "perceptual_loss_weighted",

@@ -34,7 +34,7 @@ from vqfast.losses.vqperceptual import (
     hinge_d_loss,
     vanilla_d_loss,
 )
-from vqfast.models.discriminator import NLayerDiscriminator, weights_init
+from vqfast.nn.discriminator import NLayerDiscriminator, weights_init
 from vqfast.ops import channel_stats
 
 __all__ = ["Stage2Loss", "calc_mean_std", "content_loss", "style_loss"]

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vqfast.losses.lpips import LPIPS
-from vqfast.models.discriminator import NLayerDiscriminator, weights_init
+from vqfast.nn.discriminator import NLayerDiscriminator, weights_init
 
 __all__ = ["VQLPIPSWithDiscriminator", "adopt_weight", "hinge_d_loss", "vanilla_d_loss",
            "calculate_adaptive_weight"]

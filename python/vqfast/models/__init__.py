@@ -1,5 +1,5 @@
 """Model families. One module per family; ``vqfast.train.families`` registers the model.type names."""
-from vqfast.models.discriminator import ActNorm, NLayerDiscriminator, weights_init
+from vqfast.nn.discriminator import ActNorm, NLayerDiscriminator, weights_init
 from vqfast.models.vqgan import EMAVQ, Decoder, Encoder, VQModel
 from vqfast.models.vqvae import VQVAE2, VqVae
 

@@ -33,13 +33,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from vqfast.errors import InputError
-from vqfast.losses.dinovq import UPDATE_TYPES, DinoVQLoss
 from vqfast.models.vit import PosEmbed, TokenTransformer, ViTEncoder
 from vqfast.quantize import EMAVectorQuantizer
 
 log = logging.getLogger("vqfast")
 
 RESIDUAL_GRADS = ("none", "encoder")
+UPDATE_TYPES = ("generator", "discriminator")
 
 
 class DinoFeatureDecoder(nn.Module):
@@ -106,12 +106,9 @@ class DinoVQModel(nn.Module):
                  dino_dim: int = 768,
                  # image decoder
                  image_decoder_dim: int = 512, image_decoder_depth: int = 8, image_decoder_num_heads: int = 8,
-                 # losses (seed API)
-                 dino_loss_weight: float = 1.0, recon_loss_weight: float = 1.0, vq_loss_weight: float = 1.0,
-                 use_perceptual: bool = False, perceptual_weight: float = 1.0, vgg_ckpt_path: str | None = None,
-                 perceptual_backbone: str = "imagenet", use_gan: bool = False, disc_start: int = 10000,
-                 disc_weight: float = 0.5, disc_dim: int = 64, disc_num_layers: int = 3,
-                 disc_adaptive_weight: bool = False, nonfinite_adaptive_to_zero: bool = True):
+                 # the seed's losses: a vqfast.losses.dinovq.DinoVQLoss (built by the caller; models and losses
+                 # never import each other)
+                 loss_fn: nn.Module | None = None):
         super().__init__()
         img_size = (int(img_size), int(img_size)) if isinstance(img_size, int) else tuple(int(s) for s in img_size)
         if len(img_size) != 2:
@@ -143,22 +140,22 @@ class DinoVQModel(nn.Module):
                                           patch_size, out_chans, pos_embed, pos_embed_rope_base, ffn_ratio,
                                           layerscale_init)
         self.dino_dim = int(dino_dim)
-        self.loss_fn = DinoVQLoss(dino_loss_weight=dino_loss_weight, recon_loss_weight=recon_loss_weight,
-                                  vq_loss_weight=vq_loss_weight, use_perceptual=use_perceptual,
-                                  perceptual_weight=perceptual_weight, vgg_ckpt_path=vgg_ckpt_path,
-                                  perceptual_backbone=perceptual_backbone, use_gan=use_gan, disc_start=disc_start,
-                                  disc_weight=disc_weight, disc_dim=disc_dim, disc_num_layers=disc_num_layers,
-                                  disc_adaptive_weight=disc_adaptive_weight, out_chans=out_chans,
-                                  nonfinite_adaptive_to_zero=nonfinite_adaptive_to_zero)
+        self.loss_fn = loss_fn
+
+    def _loss(self) -> nn.Module:
+        if self.loss_fn is None:
+            raise InputError("this DinoVQModel was built without a loss_fn (vqfast.losses.dinovq.DinoVQLoss); "
+                             "build it with vqfast.train.families.dinovq.model.build_dinovq to train it")
+        return self.loss_fn
 
     # ---- parameters ---------------------------------------------------------------------------------
     @property
     def use_gan(self) -> bool:
-        return self.loss_fn.use_gan
+        return self.loss_fn is not None and self.loss_fn.use_gan
 
     @property
     def discriminator(self) -> nn.Module | None:
-        return self.loss_fn.discriminator
+        return self.loss_fn.discriminator if self.loss_fn is not None else None
 
     @property
     def last_layer(self) -> torch.Tensor:
@@ -167,8 +164,8 @@ class DinoVQModel(nn.Module):
 
     def generator_parameters(self) -> list[nn.Parameter]:
         """Trainable parameters of the generator: everything except the discriminator and LPIPS (the seed
-        passes model.parameters(), which relies on requires_grad toggling, SPEC §6.16)."""
-        skip = {id(p) for p in self.loss_fn.parameters()}
+        passes model.parameters(), which relies on requires_grad toggling)."""
+        skip = {id(p) for p in self.loss_fn.parameters()} if self.loss_fn is not None else set()
         return [p for p in self.parameters() if id(p) not in skip and p.requires_grad]
 
     # ---- forward ------------------------------------------------------------------------------------
@@ -213,10 +210,10 @@ class DinoVQModel(nn.Module):
         return t
 
     def generator_step(self, imgs: torch.Tensor, dino_features_gt: torch.Tensor, global_step: int):
-        """(losses dict of SPEC §5.2, forward outputs) — the task uses the outputs for metrics/D reuse."""
+        """(the seed's losses dict, forward outputs) — the task uses the outputs for metrics/D reuse."""
         target = self._check_targets(dino_features_gt, imgs.shape[0])
         out = self(imgs)
-        losses = self.loss_fn.generator(out["dino_features"], target, out["reconstructed_imgs"], imgs,
+        losses = self._loss().generator(out["dino_features"], target, out["reconstructed_imgs"], imgs,
                                         out["vq_loss"], global_step, self.last_layer)
         return losses, out
 
@@ -234,4 +231,4 @@ class DinoVQModel(nn.Module):
                 reconstructed_imgs = self(imgs)["reconstructed_imgs"]
         if reconstructed_imgs is None:
             reconstructed_imgs = imgs
-        return self.loss_fn.discriminator_loss(imgs, reconstructed_imgs, global_step)
+        return self._loss().discriminator_loss(imgs, reconstructed_imgs, global_step)

@@ -37,6 +37,11 @@ class DinoTeacherConfig:
     random_seed: int = 0
 
 
+LOSS_KEYS = ("dino_loss_weight", "recon_loss_weight", "vq_loss_weight", "use_perceptual", "perceptual_weight",
+             "vgg_ckpt_path", "perceptual_backbone", "use_gan", "disc_start", "disc_weight", "disc_dim",
+             "disc_num_layers", "disc_adaptive_weight", "nonfinite_adaptive_to_zero")
+
+
 @dataclass
 class DinoVQModelConfig:
     type: Literal["dinovq"] = "dinovq"
@@ -116,9 +121,14 @@ class DinoVQModelConfig:
                        f"divisible by model.dino_decoder_num_heads={self.dino_decoder_num_heads}"))
         problems(*checks)
 
-    def model_kwargs(self) -> dict:
-        """Constructor kwargs of ``vqfast.models.dinovq.DinoVQModel`` (without the teacher)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("type", "teacher")}
+    def loss_kwargs(self) -> dict:
+        """Constructor kwargs of ``vqfast.losses.dinovq.DinoVQLoss`` (seed 004's loss keys)."""
+        return {name: getattr(self, name) for name in LOSS_KEYS} | {"out_chans": self.out_chans}
+
+    def network_kwargs(self) -> dict:
+        """Constructor kwargs of ``vqfast.models.dinovq.DinoVQModel`` (the networks: no loss, no teacher)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in ("type", "teacher", *LOSS_KEYS)}
 
 
 @dataclass

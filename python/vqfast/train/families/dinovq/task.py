@@ -36,10 +36,10 @@ from vqfast.data.dino import (
 )
 from vqfast.errors import ConfigError
 from vqfast.losses.dinovq import DISCRIMINATOR_KEYS
-from vqfast.models.dinovq import DinoVQModel
 from vqfast.train.engine import optim
 from vqfast.train.engine.task import CodeUsage, Logs, TaskBase, swap_attr
 from vqfast.train.families.dinovq.config import DinoVQConfig
+from vqfast.train.families.dinovq.model import build_dinovq
 
 log = logging.getLogger("vqfast")
 
@@ -103,7 +103,7 @@ class DinoVQTask(TaskBase):
     def __init__(self, cfg: DinoVQConfig, device: torch.device):
         super().__init__(cfg, device)
         mc, t = cfg.model, cfg.train
-        self.model = DinoVQModel(**mc.model_kwargs(), backend=cfg.backend).to(device)
+        self.model = build_dinovq(mc, cfg.backend).to(device)
         self.teacher, self.store = resolve_teacher(cfg, self.model.grid)
         if self.store is not None and cfg.data.kind != "images":
             raise ConfigError("precomputed DINO features are looked up by image file: set data.kind: images (a "
