@@ -79,7 +79,7 @@ impl ClipConfig {
             )));
         }
         let bytes = [self.out_h, self.out_w, 3].iter().try_fold(self.clip_len, |a, &b| a.checked_mul(b));
-        if bytes.map_or(true, |b| b > isize::MAX as usize) {
+        if bytes.is_none_or(|b| b > isize::MAX as usize) {
             return Err(Error::argument(format!(
                 "a clip of {} frames of size ({}, {}) is too large to allocate",
                 self.clip_len, self.out_h, self.out_w

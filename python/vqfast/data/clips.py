@@ -378,6 +378,8 @@ class PyVideoClipLoader:
         self._next_batch = 0
         self._cache: Dict[str, np.ndarray] = {}
         self._cache_used = 0
+        self._samples: List[Tuple[List[str], str]] = []
+        self._samples_epoch: Optional[int] = None
 
     # -- sizes and plan -------------------------------------------------------------------------------------
     @property
@@ -386,8 +388,25 @@ class PyVideoClipLoader:
 
     @property
     def samples(self) -> List[Tuple[List[str], str]]:
-        """``[(frame paths, video path)]`` per video (one sample each)."""
-        return [(list(f), v) for f, v in zip(self._frames, self.video_paths)]
+        """``[(frame paths of its clip in the current epoch, video path)]`` per video (one sample each)."""
+        if self._samples_epoch != self._epoch:
+            starts = [clip_start(self.seed, self._epoch, v, len(f), self._span)[0] for v, f in enumerate(self._frames)]
+            self._samples = [([f[0]] * self.clip_len if self.images else
+                              [f[s + t * self.frame_stride] for t in range(self.clip_len)], path)
+                             for f, s, path in zip(self._frames, starts, self.video_paths)]
+            self._samples_epoch = self._epoch
+        return self._samples
+
+    # -- hooks of the engine's SkippingClipLoader subclass (vqfast.train.data; removed together with it) ---------
+    def _order(self) -> List[int]:
+        """This rank's video ids of the current epoch, batch after batch."""
+        return self._rank_plan(self._epoch).samples
+
+    def _frame(self, path: str) -> np.ndarray:
+        """One frame, cover-resized and centre-cropped like a ``crop="center"`` clip."""
+        img = self._decoded(str(path))
+        rh, rw = cover_size(img.shape[0], img.shape[1], *self.size)
+        return resize_crop(img, self.size[0], self.size[1], (rh - self.size[0]) // 2, (rw - self.size[1]) // 2)
 
     def _cfg(self) -> PlanConfig:
         cfg = PlanConfig(self.batch_size, self.shuffle, self.seed, self.rank, self.world_size, self.drop_last, 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import zipfile
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 
 from vqfast.data.plan import (PlanConfig, check_on_error, check_positive, check_seed, epoch_order, fingerprint,
                               num_batches, rank_plan, resolve_rank, resolve_threads)
-from vqfast.errors import CorruptShardError, DataError, SchemaError, ShardNotFoundError
+from vqfast.errors import CorruptShardError, DataError, SchemaError, ShardNotFoundError, UnsupportedFormatError
 
 log = logging.getLogger("vqfast")
 
@@ -44,6 +45,10 @@ class LatentSchemaError(LatentDataError, SchemaError):
 
 class LatentShardReadError(LatentDataError, CorruptShardError):
     """A latent shard cannot be read (torch.load / numpy failed on it)."""
+
+
+class LatentUnsupportedError(LatentDataError, UnsupportedFormatError):
+    """A latent shard is readable but outside what the Rust loader reads (compressed .npz, Fortran order)."""
 
 
 def domain_statistics(num_domains: int, channels: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,18 +173,30 @@ def _find_tensor(obj: Any, key: str) -> Optional[torch.Tensor]:
 def _read_shard(path: str, keys: List[str]) -> List[torch.Tensor]:
     """The arrays ``keys`` of one shard (``.pt``/``.pth`` by torch.load(weights_only=True), ``.npy``, ``.npz``)."""
     ext = os.path.splitext(path)[1].lower()
+
+    def c_order(a: np.ndarray) -> torch.Tensor:  # the Rust loader refuses Fortran-order arrays
+        if a.ndim > 1 and a.flags.f_contiguous and not a.flags.c_contiguous:
+            raise LatentUnsupportedError(f"{path}: Fortran-order arrays are not supported; save with "
+                                         "np.ascontiguousarray")
+        return torch.from_numpy(np.array(a))
+
     try:
         if ext == ".npy":
             if len(keys) != 1:
                 raise LatentSchemaError(f"{path}: key '{keys[1]}': an .npy file holds one array; use .npz or .pt "
                                         "for several keys")
-            arrays = [torch.from_numpy(np.array(np.load(path, allow_pickle=False)))]
+            arrays = [c_order(np.load(path, mmap_mode="r", allow_pickle=False))]
         elif ext == ".npz":
+            with zipfile.ZipFile(path) as zf:  # the Rust loader maps members: stored (uncompressed) only
+                deflated = [i.filename for i in zf.infolist() if i.compress_type != zipfile.ZIP_STORED]
             with np.load(path, allow_pickle=False) as z:
                 for k in keys:
                     if k not in z.files:
                         raise LatentSchemaError(f"{path}: shard has no key {k!r} (found {sorted(z.files)})")
-                arrays = [torch.from_numpy(np.array(z[k])) for k in keys]
+                    if k + ".npy" in deflated:
+                        raise LatentUnsupportedError(f"{path}: key '{k}': compressed .npz members are not supported; "
+                                                     "save with np.savez")
+                arrays = [c_order(z[k]) for k in keys]
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
             arrays = []
@@ -188,6 +205,9 @@ def _read_shard(path: str, keys: List[str]) -> List[torch.Tensor]:
                 if t is None:
                     found = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
                     raise LatentSchemaError(f"{path}: shard has no key {k!r} (found {found})")
+                if not t.is_contiguous():
+                    raise LatentSchemaError(f"{path}: key '{k}': tensor is not C-contiguous (size "
+                                            f"{list(t.shape)}, stride {list(t.stride())}); save it with .contiguous()")
                 arrays.append(t)
     except LatentDataError:
         raise
