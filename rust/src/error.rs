@@ -16,6 +16,8 @@ pub enum ErrorKind {
     Schema,
     /// The operating system refused (open, read, mmap).
     Io,
+    /// The file (or folder) does not exist (an `Io` error whose OS error is "not found").
+    NotFound,
     /// A frame could not be decoded (JPEG/PNG).
     Decode,
     /// Bad argument from the caller (not tied to file contents).
@@ -33,6 +35,7 @@ impl ErrorKind {
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::Schema => "schema",
             ErrorKind::Io => "io",
+            ErrorKind::NotFound => "not_found",
             ErrorKind::Decode => "decode",
             ErrorKind::Argument => "argument",
             ErrorKind::Internal => "internal",
@@ -74,8 +77,11 @@ impl Error {
     pub fn schema(path: impl AsRef<Path>, key: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::new(ErrorKind::Schema, path, Location::Key(key.into()), reason)
     }
+    /// An OS error; "not found" becomes [`ErrorKind::NotFound`] (Python: `ShardNotFoundError`,
+    /// also a `FileNotFoundError`).
     pub fn io(path: impl AsRef<Path>, err: &std::io::Error) -> Self {
-        Self::new(ErrorKind::Io, path, Location::None, err.to_string())
+        let kind = if err.kind() == std::io::ErrorKind::NotFound { ErrorKind::NotFound } else { ErrorKind::Io };
+        Self::new(kind, path, Location::None, err.to_string())
     }
     pub fn argument(reason: impl Into<String>) -> Self {
         Self::new(ErrorKind::Argument, "", Location::None, reason)
@@ -144,5 +150,16 @@ mod tests {
         assert_eq!(e.to_string(), "/x/a.pt: key 'latents': missing");
         let e = Error::corrupt_at("/x/a.pt", 3, "bad op").in_entry("a/data.pkl", 64);
         assert_eq!(e.to_string(), "/x/a.pt: entry 'a/data.pkl' offset 3: bad op");
+    }
+
+    #[test]
+    fn missing_file_is_not_found_other_os_errors_are_io() {
+        let nf = std::fs::read("/nonexistent/vqfast/x.pt").unwrap_err();
+        let e = Error::io("/nonexistent/vqfast/x.pt", &nf);
+        assert_eq!(e.kind, ErrorKind::NotFound);
+        assert_eq!(e.kind.name(), "not_found");
+        assert!(e.to_string().starts_with("/nonexistent/vqfast/x.pt: "));
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert_eq!(Error::io("/x", &denied).kind, ErrorKind::Io);
     }
 }

@@ -1,14 +1,15 @@
 //! The one PyO3 glue file: argument conversion, GIL release around all work and waiting,
 //! numpy wrapping (zero-copy: mmap views and moved Rust buffers) and error mapping.
-//! Python (`vqfast.io`) turns the numpy arrays into torch tensors.
-use crate::clips::{self, ClipConfig, Video};
+//! Python (`vqfast.io`) turns the numpy arrays into torch tensors. No loader policy lives here:
+//! plans, validation, skip and read-ahead rules are in the core (`clips`, `shards`, `plan`).
+use crate::clips::{ClipConfig, ClipSet, OnError};
 use crate::error::{panic_message, Error, ErrorKind};
 use crate::pickle::Obj;
-use crate::plan::{self, PlanConfig, RankPlan};
+use crate::plan::PlanConfig;
 use crate::prefetch::{Job, Next, Pipeline};
 use crate::ptfile::{self, PtFile};
 use crate::rearrange;
-use crate::shards::ShardSet;
+use crate::shards::{self, ShardSet};
 use numpy::ndarray::ArrayView1;
 use numpy::{PyArray1, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
@@ -26,6 +27,7 @@ fn to_pyerr(py: Python<'_>, e: Error) -> PyErr {
         ErrorKind::Unsupported => "UnsupportedFormatError",
         ErrorKind::Schema => "SchemaError",
         ErrorKind::Io => "ShardIOError",
+        ErrorKind::NotFound => "ShardNotFoundError",
         ErrorKind::Decode => "FrameDecodeError",
         ErrorKind::Argument => return PyValueError::new_err(e.to_string()),
         ErrorKind::Internal => "InternalLoaderError",
@@ -277,17 +279,18 @@ impl ShardSetCore {
     }
 
     fn num_batches(&self) -> usize {
-        plan::num_batches(self.set.total(), &self.cfg)
+        self.set.num_batches(&self.cfg)
     }
 
     fn fingerprint(&self) -> u64 {
-        plan::fingerprint(&self.set.sizes(), &self.cfg)
+        self.set.fingerprint(&self.cfg)
     }
 
     /// This rank's sample ids for `epoch`, batch after batch (int64).
-    fn plan<'py>(&self, py: Python<'py>, epoch: u64) -> Bound<'py, PyArray1<i64>> {
-        let p = self.rank_plan(epoch);
-        PyArray1::from_vec(py, p.samples.iter().map(|&s| s as i64).collect())
+    fn plan<'py>(&self, py: Python<'py>, epoch: u64) -> PyResult<Bound<'py, PyArray1<i64>>> {
+        let (set, cfg) = (&self.set, &self.cfg);
+        let p = detach_guarded(py, || Ok(set.rank_plan(cfg, epoch)))?;
+        Ok(PyArray1::from_vec(py, p.samples.iter().map(|&s| s as i64).collect()))
     }
 
     #[pyo3(signature = (epoch, start_batch, num_threads, prefetch))]
@@ -295,18 +298,12 @@ impl ShardSetCore {
         let set = self.set.clone();
         let cfg = self.cfg.clone();
         let pipe = detach_guarded(py, move || {
-            let order = plan::epoch_order(&set.sizes(), &cfg, epoch);
-            let rp = Arc::new(plan::rank_plan(&order, &cfg));
+            let rp = Arc::new(set.rank_plan(&cfg, epoch));
             let n = rp.num_batches();
-            let ahead = prefetch + num_threads;
+            let ahead = shards::read_ahead_distance(prefetch, num_threads);
             let job: Job<Batch> = Arc::new(move |k| {
-                set.advise(rp.batch(k), epoch);
-                if k + ahead < n {
-                    set.advise(rp.batch(k + ahead), epoch);
-                }
-                let ids = rp.batch(k);
-                let buffers = set.gather(ids)?;
-                Ok(Batch { ids: ids.iter().map(|&i| i as i64).collect(), buffers, errors: Vec::new() })
+                let buffers = set.load_batch(&rp, k, epoch, ahead)?;
+                Ok(Batch { ids: rp.batch(k).iter().map(|&i| i as i64).collect(), buffers, errors: Vec::new() })
             });
             Pipeline::start(start_batch.min(n), n, prefetch, num_threads, job)
         })?;
@@ -314,27 +311,19 @@ impl ShardSetCore {
     }
 }
 
-impl ShardSetCore {
-    fn rank_plan(&self, epoch: u64) -> RankPlan {
-        plan::rank_plan(&plan::epoch_order(&self.set.sizes(), &self.cfg, epoch), &self.cfg)
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
-// Video clips from frame folders
+// Video clips from frame folders (or image folders)
 
 #[pyclass(module = "vqfast._io", frozen)]
 struct ClipSetCore {
-    videos: Arc<Vec<Video>>,
-    short: Vec<String>,
-    clip: ClipConfig,
+    set: Arc<ClipSet>,
     cfg: PlanConfig,
 }
 
 #[pymethods]
 impl ClipSetCore {
     #[new]
-    #[pyo3(signature = (root, *, clip_len, frame_stride, height, width, random_crop, batch_size, shuffle, seed, rank, world_size, drop_last, timeout_s=60.0))]
+    #[pyo3(signature = (root, *, clip_len, frame_stride, height, width, random_crop, batch_size, shuffle, seed, rank, world_size, drop_last, timeout_s=60.0, images=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -351,92 +340,59 @@ impl ClipSetCore {
         world_size: usize,
         drop_last: bool,
         timeout_s: f64,
+        images: bool,
     ) -> PyResult<Self> {
-        if !(timeout_s > 0.0 && timeout_s.is_finite()) {
-            return Err(PyValueError::new_err(format!("timeout_s must be a positive number of seconds, got {timeout_s}")));
-        }
-        if clip_len == 0 || frame_stride == 0 || height == 0 || width == 0 {
-            return Err(PyValueError::new_err(format!(
-                "clip_len ({clip_len}), frame_stride ({frame_stride}) and size ({height}, {width}) must be >= 1"
-            )));
-        }
         let cfg = plan_config(batch_size, shuffle, seed, rank, world_size, drop_last, 0)?;
-        let clip = ClipConfig { clip_len, frame_stride, out_h: height, out_w: width, random_crop, seed, timeout: Duration::from_secs_f64(timeout_s) };
-        let span = clip.span();
-        let (videos, short) = detach_guarded(py, move || clips::scan(&root, span))?;
-        Ok(ClipSetCore { videos: Arc::new(videos), short: short.iter().map(|p| p.display().to_string()).collect(), clip, cfg })
+        let clip = ClipConfig { clip_len, frame_stride, out_h: height, out_w: width, random_crop, seed, timeout_s, images };
+        let set = detach_guarded(py, move || ClipSet::open(&root, clip))?;
+        Ok(ClipSetCore { set: Arc::new(set), cfg })
     }
 
     fn video_dirs(&self) -> Vec<String> {
-        self.videos.iter().map(|v| v.dir.display().to_string()).collect()
+        self.set.videos.iter().map(|v| v.dir.display().to_string()).collect()
     }
 
-    fn frame_counts(&self) -> Vec<usize> {
-        self.videos.iter().map(|v| v.len()).collect()
+    fn frame_counts(&self) -> Vec<u64> {
+        self.set.frame_counts()
     }
 
     fn too_short(&self) -> Vec<String> {
-        self.short.clone()
+        self.set.short.iter().map(|p| p.display().to_string()).collect()
     }
 
     fn num_batches(&self) -> usize {
-        plan::num_batches(self.videos.len() as u64, &self.cfg)
+        self.set.num_batches(&self.cfg)
     }
 
     fn fingerprint(&self) -> u64 {
-        let sizes: Vec<u64> = self.videos.iter().map(|v| v.len() as u64).collect();
-        plan::fingerprint(&sizes, &self.cfg) ^ plan::splitmix64((self.clip.clip_len * 1_000_003 + self.clip.frame_stride) as u64)
+        self.set.fingerprint(&self.cfg)
     }
 
     /// This rank's `(video id, first frame)` for every clip of `epoch`, batch after batch.
-    fn plan(&self, epoch: u64) -> Vec<(u64, usize)> {
-        let rp = self.rank_plan(epoch);
-        rp.samples.iter().map(|&v| (v, clips::clip_start(&self.clip, epoch, v, self.videos[v as usize].len()).0)).collect()
+    fn plan(&self, py: Python<'_>, epoch: u64) -> PyResult<Vec<(u64, usize)>> {
+        let (set, cfg) = (&self.set, &self.cfg);
+        detach_guarded(py, || Ok(set.clip_plan(cfg, epoch)))
     }
 
     #[pyo3(signature = (epoch, start_batch, num_threads, prefetch, skip_errors))]
     fn iterate(&self, py: Python<'_>, epoch: u64, start_batch: usize, num_threads: usize, prefetch: usize, skip_errors: bool) -> PyResult<BatchStream> {
-        let videos = self.videos.clone();
-        let clip = self.clip.clone();
-        let rp = Arc::new(self.rank_plan(epoch));
+        let set = self.set.clone();
+        let cfg = self.cfg.clone();
+        let on_error = if skip_errors { OnError::Skip } else { OnError::Raise };
         let pipe = detach_guarded(py, move || {
+            let rp = Arc::new(set.rank_plan(&cfg, epoch));
             let n = rp.num_batches();
             let job: Job<Batch> = Arc::new(move |k| {
-                let ids = rp.batch(k);
-                let cb = clip.clip_bytes();
-                let mut buf = vec![0u8; ids.len() * cb];
-                let mut out_ids = Vec::with_capacity(ids.len());
-                let mut errors = Vec::new();
-                for (i, &vid) in ids.iter().enumerate() {
-                    let dst = &mut buf[i * cb..(i + 1) * cb];
-                    let mut v = vid;
-                    let mut attempt = 0;
-                    loop {
-                        match clips::load_clip(&videos[v as usize], &clip, epoch, v, dst) {
-                            Ok(()) => break,
-                            Err(e) if skip_errors && attempt + 1 < videos.len().min(16) => {
-                                errors.push(e.to_string());
-                                attempt += 1;
-                                // deterministic replacement: the next video
-                                v = (v + 1) % videos.len() as u64;
-                            }
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    out_ids.push(v as i64);
-                }
-                Ok(Batch { ids: out_ids, buffers: vec![buf], errors })
+                let b = set.load_batch(&rp, k, epoch, on_error)?;
+                Ok(Batch {
+                    ids: b.ids.iter().map(|&v| v as i64).collect(),
+                    buffers: vec![b.frames],
+                    errors: b.errors.iter().map(|e| e.to_string()).collect(),
+                })
             });
             Pipeline::start(start_batch.min(n), n, prefetch, num_threads, job)
         })?;
         Ok(BatchStream { pipe: Mutex::new(Some(pipe)) })
-    }
-}
-
-impl ClipSetCore {
-    fn rank_plan(&self, epoch: u64) -> RankPlan {
-        let sizes = vec![1u64; self.videos.len()];
-        plan::rank_plan(&plan::epoch_order(&sizes, &self.cfg, epoch), &self.cfg)
     }
 }
 

@@ -4,10 +4,16 @@
 //! into one owned buffer per field and batch, so the loader's RSS does not grow with the page
 //! cache. Runs of consecutive rows are read with one call. Files of the next batches get a
 //! `POSIX_FADV_WILLNEED` hint so cold reads overlap with work.
+//!
+//! The loader policy lives here (`python.rs` only converts arguments and maps errors): which
+//! shards are left out in skip mode ([`ShardSet::open`]), the epoch plan of a rank and the resume
+//! fingerprint, and the read-ahead rule of [`ShardSet::load_batch`]. `vqfast.data.latents.
+//! TorchLatentShardLoader` is the pure-Python reference of the plan and the skip rule.
 use crate::dtype::DType;
 use crate::error::{Error, ErrorKind, Location, Result};
 use crate::ptfile::{self, ArrayLoc};
 use crate::npy;
+use crate::plan::{self, PlanConfig, RankPlan};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -143,7 +149,9 @@ impl ShardSet {
     }
 
     /// Ask the kernel to start reading the shards `ids` touch (once per shard and epoch).
-    pub fn advise(&self, ids: &[u64], epoch: u64) {
+    /// Returns how many shards got a hint now.
+    pub fn advise(&self, ids: &[u64], epoch: u64) -> usize {
+        let mut hinted = 0;
         let mut last = usize::MAX;
         for &id in ids {
             let (s, _) = self.locate(id);
@@ -156,8 +164,37 @@ impl ShardSet {
                 for (f, off) in self.fields.iter().zip(&sh.offsets) {
                     fadvise_willneed(&sh.file, *off, f.row_bytes * sh.rows);
                 }
+                hinted += 1;
             }
         }
+        hinted
+    }
+
+    pub fn num_batches(&self, cfg: &PlanConfig) -> usize {
+        plan::num_batches(self.total(), cfg)
+    }
+
+    /// Rank `cfg.rank`'s sample ids for `epoch` (shards are the groups of the block shuffle).
+    pub fn rank_plan(&self, cfg: &PlanConfig, epoch: u64) -> RankPlan {
+        plan::rank_plan(&plan::epoch_order(&self.sizes(), cfg, epoch), cfg)
+    }
+
+    /// Resume check: shard sizes and the plan settings (not rank or epoch).
+    pub fn fingerprint(&self, cfg: &PlanConfig) -> u64 {
+        plan::fingerprint(&self.sizes(), cfg)
+    }
+
+    /// Load batch `k` of the rank plan `rp` (of `epoch`): one buffer per field, rows in plan
+    /// order. Read-ahead rule: before reading, the shards of the batches [`read_ahead_batches`]
+    /// names (batch `k` and batch `k + ahead`) get a `WILLNEED` hint, once per shard and epoch.
+    pub fn load_batch(&self, rp: &RankPlan, k: usize, epoch: u64, ahead: usize) -> Result<Vec<Vec<u8>>> {
+        if k >= rp.num_batches() {
+            return Err(Error::argument(format!("batch {k} is out of range: the plan has {} batches", rp.num_batches())));
+        }
+        for j in read_ahead_batches(k, rp.num_batches(), ahead) {
+            self.advise(rp.batch(j), epoch);
+        }
+        self.gather(rp.batch(k))
     }
 
     /// Read the rows of `ids` (in order) into one buffer per field.
@@ -183,6 +220,27 @@ impl ShardSet {
         }
         Ok(out)
     }
+}
+
+/// How far ahead the shards of later batches are hinted: one batch beyond everything the
+/// pipeline may already hold or build (`prefetch` results plus one per worker thread).
+pub fn read_ahead_distance(prefetch: usize, num_threads: usize) -> usize {
+    prefetch.saturating_add(num_threads)
+}
+
+/// The batches whose shards are hinted while batch `k` of `n` is read: `k` itself (its shards are
+/// needed now) and `k + ahead` when it exists (`ahead == 0`: only `k`).
+pub fn read_ahead_batches(k: usize, n: usize, ahead: usize) -> Vec<usize> {
+    let mut out = Vec::with_capacity(2);
+    if k < n {
+        out.push(k);
+    }
+    if ahead > 0 {
+        if let Some(j) = k.checked_add(ahead).filter(|&j| j < n) {
+            out.push(j);
+        }
+    }
+    out
 }
 
 #[cfg(target_os = "linux")]
@@ -227,12 +285,52 @@ mod tests {
         let out = set.gather(&[6, 0, 1, 2, 7, 4, 5]).unwrap();
         let firsts: Vec<u8> = out[0].chunks(8).map(|r| r[0]).collect();
         assert_eq!(firsts, vec![101, 0, 1, 2, 102, 4, 100]);
-        set.advise(&[0, 6], 0);
+        assert_eq!(set.advise(&[0, 6], 0), 2);
         let e = ShardSet::open(&[a.clone(), bad.clone()], &keys, false).err().unwrap();
         assert!(e.to_string().contains("bad.pt"));
         let set = ShardSet::open(&[a, bad, b], &keys, true).unwrap();
         assert_eq!(set.skipped.len(), 1);
         assert_eq!(set.total(), 8);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn read_ahead_rule() {
+        assert_eq!(read_ahead_distance(4, 2), 6);
+        assert_eq!(read_ahead_batches(0, 10, 6), vec![0, 6]);
+        assert_eq!(read_ahead_batches(3, 10, 6), vec![3, 9]);
+        assert_eq!(read_ahead_batches(4, 10, 6), vec![4]);
+        assert_eq!(read_ahead_batches(9, 10, 0), vec![9]);
+        assert_eq!(read_ahead_batches(usize::MAX - 1, usize::MAX, 5), vec![usize::MAX - 1]);
+        assert!(read_ahead_batches(10, 10, 1).is_empty());
+    }
+
+    #[test]
+    fn hints_once_per_shard_and_epoch_and_load_batch_follows_the_plan() {
+        let dir = std::env::temp_dir().join(format!("vqfast-shards-ra-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let paths: Vec<PathBuf> = (0..4).map(|i| write_shard(&dir, &format!("s{i}.pt"), 5, 20 * i as u8)).collect();
+        let keys = vec!["latents".to_string()];
+        let set = ShardSet::open(&paths, &keys, false).unwrap();
+        // ids 0..4 are shard 0, 5 and 19 shards 1 and 3
+        assert_eq!(set.advise(&[0, 1, 2], 0), 1);
+        assert_eq!(set.advise(&[0, 5, 19], 0), 2); // shard 0 already hinted in epoch 0
+        assert_eq!(set.advise(&[0, 5, 19], 0), 0);
+        assert_eq!(set.advise(&[0], 1), 1); // a new epoch hints again
+        let cfg = PlanConfig { batch_size: 3, shuffle: true, seed: 1, rank: 1, world_size: 2, drop_last: false, block_groups: 2 };
+        let rp = set.rank_plan(&cfg, 2);
+        assert_eq!(rp.num_batches(), set.num_batches(&cfg));
+        for k in 0..rp.num_batches() {
+            let out = set.load_batch(&rp, k, 2, read_ahead_distance(1, 1)).unwrap();
+            let firsts: Vec<u64> = out[0].chunks(8).map(|r| {
+                let (s, row) = (r[0] as u64 / 20, r[0] as u64 % 20);
+                s * 5 + row
+            }).collect();
+            assert_eq!(firsts, rp.batch(k));
+        }
+        assert_eq!(set.load_batch(&rp, rp.num_batches(), 2, 1).unwrap_err().kind, ErrorKind::Argument);
+        assert_ne!(set.fingerprint(&cfg), set.fingerprint(&PlanConfig { block_groups: 3, ..cfg.clone() }));
+        assert_eq!(set.fingerprint(&cfg), set.fingerprint(&PlanConfig { rank: 0, ..cfg }));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

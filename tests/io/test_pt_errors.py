@@ -175,3 +175,19 @@ def test_not_a_zip_and_missing_file(tmp_path):
     empty.write_bytes(b"")
     with pytest.raises(ShardError, match="empty.pt"):
         load_pt(str(empty))
+
+
+def test_missing_file_is_a_file_not_found_error(tmp_path):
+    from vqfast.io import ShardIOError, ShardNotFoundError, inspect_pt
+
+    missing = str(tmp_path / "missing.pt")
+    for fn in (load_pt, inspect_pt):
+        with pytest.raises(FileNotFoundError) as info:
+            fn(missing)
+        e = info.value
+        assert type(e) is ShardNotFoundError and isinstance(e, (ShardError, ShardIOError))
+        assert str(e).startswith(missing + ": ") and e.path == missing and e.kind == "not_found"
+    # other OS errors stay ShardIOError, not FileNotFoundError
+    with pytest.raises(ShardIOError) as info:
+        load_pt(str(tmp_path))  # a directory
+    assert not isinstance(info.value, FileNotFoundError)

@@ -1,4 +1,4 @@
-"""Training data: synthetic dataset generation and the Python clip-loader fallback."""
+"""Training data: synthetic dataset generation and the pure-Python reference loaders (no Rust extension needed)."""
 from vqfast.data.clips import PyVideoClipLoader, frames_to_model_input
 from vqfast.data.synthetic import make_images, make_video_folders
 

@@ -1,58 +1,19 @@
-"""Shared helpers of the loaders: rank/world defaults, thread budget, fork guard."""
+"""Shared helpers of the loaders: rank/world defaults, thread budget (from ``vqfast.data.plan``, shared with the
+pure-Python reference loaders), fork guard, stream lifecycle."""
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Optional, Tuple
+from typing import Any
+
+from vqfast.data.plan import check_on_error, check_positive, check_seed, resolve_rank, resolve_threads
 
 from .errors import ForkError
 
 logger = logging.getLogger("vqfast")
 
-
-def resolve_rank(rank: Optional[int], world_size: Optional[int]) -> Tuple[int, int]:
-    """Explicit values win; else torch.distributed when initialised; else 0 / 1."""
-    if rank is None or world_size is None:
-        dist_rank, dist_world = 0, 1
-        try:
-            import torch.distributed as dist
-
-            if dist.is_available() and dist.is_initialized():
-                dist_rank, dist_world = dist.get_rank(), dist.get_world_size()
-        except Exception:  # pragma: no cover - torch without distributed support
-            pass
-        rank = dist_rank if rank is None else rank
-        world_size = dist_world if world_size is None else world_size
-    if not isinstance(world_size, int) or world_size < 1:
-        raise ValueError(f"world_size must be an int >= 1, got {world_size!r}")
-    if not isinstance(rank, int) or not 0 <= rank < world_size:
-        raise ValueError(f"rank must be an int in [0, world_size={world_size}), got {rank!r}")
-    return rank, world_size
-
-
-def resolve_threads(num_threads: Optional[int]) -> int:
-    """Default: the CPUs this process may use, capped at 8."""
-    if num_threads is None:
-        try:
-            n = len(os.sched_getaffinity(0))
-        except AttributeError:  # pragma: no cover - non-Linux
-            n = os.cpu_count() or 1
-        return max(1, min(8, n))
-    if not isinstance(num_threads, int) or num_threads < 1:
-        raise ValueError(f"num_threads must be an int >= 1 or None, got {num_threads!r}")
-    return num_threads
-
-
-def check_positive(name: str, value: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return value
-
-
-def check_on_error(on_error: str) -> str:
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    return on_error
+__all__ = ["logger", "resolve_rank", "resolve_threads", "check_positive", "check_on_error", "check_seed", "ForkGuard",
+           "StreamOwner"]
 
 
 class ForkGuard:

@@ -5,49 +5,23 @@ header), then worker threads ``pread`` the rows of each batch into one owned buf
 which Python wraps zero-copy (``torch.from_numpy``). The epoch order is a pure function of
 (seed, epoch, shard sizes, rank, world_size): a seeded shard permutation, then a shuffle of all
 rows inside blocks of ``block_shards`` shards (locality: a block's files are read together).
+``vqfast.data.latents.TorchLatentShardLoader`` is its pure-Python reference (same plan, batches and state).
 """
 from __future__ import annotations
 
-import glob
 import os
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 
 from vqfast import _io
+from vqfast.data.latents import expand_paths
 
-from ._common import ForkGuard, StreamOwner, check_on_error, check_positive, logger, resolve_rank, resolve_threads
+from ._common import (ForkGuard, StreamOwner, check_on_error, check_positive, check_seed, logger, resolve_rank,
+                      resolve_threads)
 from .errors import SchemaError
 
 __all__ = ["LatentShardLoader", "expand_paths", "verify"]
-
-_SHARD_EXTS = (".pt", ".pth", ".npy", ".npz")
-
-
-def expand_paths(paths: Union[str, "os.PathLike[str]", Sequence[Union[str, "os.PathLike[str]"]]]) -> List[str]:
-    """A directory (its ``*.pt|*.pth|*.npy|*.npz`` files, sorted), a glob pattern, a file, or a list of those."""
-    if isinstance(paths, (str, os.PathLike)):
-        items = [os.fspath(paths)]
-    else:
-        items = [os.fspath(p) for p in paths]
-    out: List[str] = []
-    for p in items:
-        if os.path.isdir(p):
-            found = sorted(os.path.join(p, f) for f in os.listdir(p) if f.lower().endswith(_SHARD_EXTS))
-            if not found:
-                raise ValueError(f"directory {p!r} holds no shard files ({', '.join(_SHARD_EXTS)})")
-            out.extend(found)
-        elif any(c in p for c in "*?["):
-            found = sorted(glob.glob(p))
-            if not found:
-                raise ValueError(f"glob pattern {p!r} matches no file")
-            out.extend(found)
-        else:
-            out.append(p)
-    if not out:
-        raise ValueError("paths is empty: give at least one shard file")
-    return out
-
 
 class LatentShardLoader(StreamOwner):
     """Iterate dicts of batched tensors: ``{key: (B, ...), label_key: (B, ...), "index": int64 (B,)}``.
@@ -97,9 +71,8 @@ class LatentShardLoader(StreamOwner):
         self.num_threads = resolve_threads(num_threads)
         self.rank, self.world_size = resolve_rank(rank, world_size)
         self.on_error = check_on_error(on_error)
-        if not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-        if not isinstance(block_shards, int) or block_shards < 0:
+        check_seed(seed)
+        if not isinstance(block_shards, int) or isinstance(block_shards, bool) or block_shards < 0:
             raise ValueError(f"block_shards must be an int >= 0, got {block_shards!r}")
         if label_key is not None and label_key == key:
             raise ValueError(f"label_key must differ from key, both are {key!r}")
@@ -145,9 +118,12 @@ class LatentShardLoader(StreamOwner):
         """Batches per rank per epoch (identical on every rank)."""
         return self._core.num_batches()
 
+    def fingerprint(self) -> int:
+        return self._core.fingerprint()
+
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order the next iteration uses (like ``DistributedSampler``)."""
-        if not isinstance(epoch, int) or epoch < 0:
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
             raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
         self._epoch = epoch
         self._resume_batch = 0

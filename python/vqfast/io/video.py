@@ -1,6 +1,7 @@
 """``VideoClipLoader`` (clips from frame folders) and ``frames_to_model_input``.
 
-The seed-002 video pipeline's sampler: every video folder holds numbered JPEG/PNG frames; per
+The seed-002 video pipeline's sampler (pure-Python reference: ``vqfast.data.clips.PyVideoClipLoader``):
+every video folder holds numbered JPEG/PNG frames (or, ``images=True``, the root holds images); per
 epoch each video gives one clip of ``clip_len`` frames ``frame_stride`` apart, its first frame
 drawn from the seeded plan so that the clip never runs past the end. Frames are decoded in
 Rust (zune-jpeg / png), scaled so they cover ``size`` (shorter side), and cropped (centre or
@@ -15,42 +16,45 @@ import numpy as np
 import torch
 
 from vqfast import _io
+from vqfast.data.clips import (_per_channel, check_clip_loader_args, frames_to_model_input_reference,
+                               no_samples_error)
 
-from ._common import ForkGuard, StreamOwner, check_on_error, check_positive, logger, resolve_rank, resolve_threads
+from ._common import ForkGuard, StreamOwner, logger, resolve_threads
 from .errors import SchemaError
 
 __all__ = ["VideoClipLoader", "frames_to_model_input", "frames_to_model_input_reference"]
 
 
-def _size_hw(size: Union[int, Sequence[int]]) -> Tuple[int, int]:
-    if isinstance(size, int) and not isinstance(size, bool):
-        hw = (size, size)
-    else:
-        hw = tuple(size)  # type: ignore[assignment]
-    if len(hw) != 2 or not all(isinstance(v, int) and v >= 1 for v in hw):
-        raise ValueError(f"size must be an int or (H, W) with positive ints, got {size!r}")
-    return hw  # type: ignore[return-value]
-
-
 class VideoClipLoader(StreamOwner):
     """Iterate ``(frames uint8 (B, T, H, W, 3), video_paths list[str])``.
 
+    ``vqfast.data.clips.PyVideoClipLoader`` is its pure-Python reference: same arguments, plan, frames (PNG
+    byte-identical), ``len``, ``state_dict`` and skip rule (``tests/io/test_clip_parity.py``).
+
     Args:
         root: a folder with one sub-folder per video, each holding numbered ``.jpg``/``.png``
-            frames (sorted by the number in the name), and, when the extension was built with
+            frames (sorted by the last number in the name), and, when the extension was built with
             the cargo feature ``video`` (``vqfast._io.HAS_VIDEO``), video files (MP4/MKV/WebM/AVI/MOV)
             directly in ``root``: indexed once (frame timestamps from the demuxer), each clip seeks
             to a keyframe and picks frames by timestamp. Without it, convert videos with
-            ``python -m vqfast.io.extract_frames``. Videos shorter than one clip are skipped (logged).
+            ``python -m vqfast.io.extract_frames``. Videos shorter than one clip are skipped (logged,
+            ``too_short``). With ``images=True``: a folder of ``.jpg``/``.jpeg``/``.png`` images, each
+            one sample (a 1-frame video repeated ``clip_len`` times; ``frame_stride`` is ignored).
         clip_len: frames per clip (T); frame_stride: step between them.
         size: ``(H, W)`` or an int: output size after cover-resize and crop.
         crop: ``"center"`` or ``"random"`` (seeded per seed, epoch and video).
         batch_size, shuffle, seed, rank, world_size, drop_last: as for ``LatentShardLoader``;
             a sample is one video (one clip per video per epoch).
         num_threads: Rust decode threads; prefetch: batches built ahead.
-        on_error: ``"raise"``, or ``"skip"``: a clip that fails to decode is replaced by the next
-            video's clip (deterministic), and the error is recorded in ``loader.errors``.
+        on_error: ``"raise"``: the first clip that fails raises (``FrameDecodeError`` for bad data,
+            ``ShardNotFoundError``/``ShardIOError`` for unreadable files; the message starts with the path).
+            ``"skip"``: the batch keeps its size; a clip that fails is replaced by the clip of the next
+            sample of this rank's epoch order *after the batch*, wrapping around (a second failure in the
+            same batch takes the sample after that). Each failure is recorded in ``loader.errors`` (naming
+            the file) and logged. A batch that needs more than ``min(samples of this rank's epoch, 64)``
+            replacements raises ``FrameDecodeError`` naming the root and the last errors.
         timeout_s: per-clip decode deadline; a clip that takes longer fails (``FrameDecodeError``).
+        images: see ``root``.
     """
 
     def __init__(
@@ -71,48 +75,37 @@ class VideoClipLoader(StreamOwner):
         crop: str = "center",
         on_error: str = "raise",
         timeout_s: float = 60.0,
+        images: bool = False,
     ) -> None:
-        self.root = os.fspath(root)
-        if not os.path.isdir(self.root):
-            raise ValueError(f"root must be a directory of video frame folders, got {self.root!r}")
-        self.clip_len = check_positive("clip_len", clip_len)
-        self.frame_stride = check_positive("frame_stride", frame_stride)
-        self.size = _size_hw(size)
-        self.batch_size = check_positive("batch_size", batch_size)
-        self.prefetch = check_positive("prefetch", prefetch)
-        self.num_threads = resolve_threads(num_threads)
-        self.rank, self.world_size = resolve_rank(rank, world_size)
-        self.on_error = check_on_error(on_error)
-        if crop not in ("center", "random"):
-            raise ValueError(f"crop must be 'center' or 'random', got {crop!r}")
-        if not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-        self.crop, self.seed, self.shuffle, self.drop_last = crop, seed, bool(shuffle), bool(drop_last)
+        check_clip_loader_args(self, root, clip_len=clip_len, frame_stride=frame_stride, size=size,
+                               batch_size=batch_size, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size,
+                               drop_last=drop_last, num_threads=num_threads, prefetch=prefetch, crop=crop,
+                               on_error=on_error, timeout_s=timeout_s, images=images)
+        self._stream: Optional[Any] = None
+        self._guard = ForkGuard()
         self._core = _io.ClipSetCore(
-            self.root, clip_len=clip_len, frame_stride=frame_stride, height=self.size[0], width=self.size[1],
-            random_crop=crop == "random", batch_size=batch_size, shuffle=self.shuffle, seed=seed, rank=self.rank,
-            world_size=self.world_size, drop_last=self.drop_last, timeout_s=float(timeout_s),
+            self.root, clip_len=self.clip_len, frame_stride=self.frame_stride, height=self.size[0],
+            width=self.size[1], random_crop=self.crop == "random", batch_size=self.batch_size, shuffle=self.shuffle,
+            seed=self.seed, rank=self.rank, world_size=self.world_size, drop_last=self.drop_last,
+            timeout_s=self.timeout_s, images=self.images,
         )
         self.video_paths: List[str] = list(self._core.video_dirs())
-        short = self._core.too_short()
-        if short:
+        #: Video folders left out because they have fewer frames than one clip spans.
+        self.too_short: List[str] = list(self._core.too_short())
+        if self.too_short:
             logger.warning(
                 "VideoClipLoader: %d video folder(s) under %s have fewer than %d frames (clip_len=%d, "
                 "frame_stride=%d) and are skipped, e.g. %s",
-                len(short), self.root, (clip_len - 1) * frame_stride + 1, clip_len, frame_stride, short[0],
+                len(self.too_short), self.root, (self.clip_len - 1) * self.frame_stride + 1, self.clip_len,
+                self.frame_stride, self.too_short[0],
             )
         if not self.video_paths:
-            raise ValueError(
-                f"no usable video under {self.root!r}: need sub-folders with at least "
-                f"{(clip_len - 1) * frame_stride + 1} .jpg/.png frames"
-            )
+            raise no_samples_error(self)
         #: Errors recorded in ``on_error="skip"`` mode (message strings naming the file).
         self.errors: List[str] = []
         self._epoch = 0
         self._resume_batch = 0
         self._next_batch = 0
-        self._stream: Optional[Any] = None
-        self._guard = ForkGuard()
 
     @property
     def frame_counts(self) -> List[int]:
@@ -121,8 +114,15 @@ class VideoClipLoader(StreamOwner):
     def __len__(self) -> int:
         return self._core.num_batches()
 
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    def fingerprint(self) -> int:
+        return self._core.fingerprint()
+
     def set_epoch(self, epoch: int) -> None:
-        if not isinstance(epoch, int) or epoch < 0:
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
             raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
         self._epoch = epoch
         self._resume_batch = 0
@@ -150,6 +150,11 @@ class VideoClipLoader(StreamOwner):
         self._stream = stream
         return self._batches(stream)
 
+    def iter_from(self, start_batch: int = 0) -> Iterator[Tuple[torch.Tensor, List[str]]]:
+        """Iterate the current epoch from batch ``start_batch`` (exact resume position, nothing decoded before it)."""
+        self._resume_batch = int(start_batch)
+        return iter(self)
+
     def _batches(self, stream: Any) -> Iterator[Tuple[torch.Tensor, List[str]]]:
         h, w = self.size
         try:
@@ -164,30 +169,6 @@ class VideoClipLoader(StreamOwner):
                 yield frames, [self.video_paths[i] for i in ids.tolist()]
         finally:
             self._close_stream(stream)
-
-
-def _per_channel(name: str, value: Union[float, Sequence[float]], channels: int) -> List[float]:
-    if hasattr(value, "tolist"):  # torch tensor / numpy array
-        value = value.tolist()
-    if isinstance(value, (int, float)):
-        return [float(value)] * channels
-    values = [float(v) for v in value]
-    if len(values) != channels:
-        raise ValueError(f"{name} needs 1 or {channels} values (one per channel), got {len(values)}")
-    return values
-
-
-def frames_to_model_input_reference(frames: torch.Tensor, mean: Union[float, Sequence[float]],
-                                    std: Union[float, Sequence[float]]) -> torch.Tensor:
-    """Pure torch: ``rearrange(frames, 'b d h w c -> (b d) c h w')`` then ``(x.float() / 255 - mean) / std``.
-
-    The seed-002 trainer's preprocessing (``self.normalize(images.float() / 255.)``).
-    """
-    b, t, h, w, c = frames.shape
-    m = torch.tensor(_per_channel("mean", mean, c), dtype=torch.float32, device=frames.device).view(1, c, 1, 1)
-    s = torch.tensor(_per_channel("std", std, c), dtype=torch.float32, device=frames.device).view(1, c, 1, 1)
-    x = frames.reshape(b * t, h, w, c).permute(0, 3, 1, 2)  # ((B*T), C, H, W) view
-    return ((x.float() / 255.0) - m) / s
 
 
 def frames_to_model_input(frames: Union[torch.Tensor, np.ndarray], mean: Union[float, Sequence[float]] = 0.5,
