@@ -16,7 +16,7 @@ import torch
 import yaml
 from PIL import Image
 
-from vqfast.errors import CheckpointError, VQFastError
+from vqfast.errors import CheckpointError, DataNotFoundError, VQFastError
 
 log = logging.getLogger("vqfast")
 
@@ -48,13 +48,13 @@ def load_stage2(path: str | Path, device: str | torch.device = "cpu"):
 
 
 def _images(arg: str, what: str) -> list[Path]:
-    from vqfast.data.unpaired import list_images
+    from vqfast.data.clips import list_images
 
     p = Path(arg)
     if p.is_dir():
         try:
             return list_images(p)
-        except FileNotFoundError as exc:
+        except DataNotFoundError as exc:
             raise StylizeError(f"{what} {arg!r}: {exc}") from exc
     if not p.is_file():
         raise StylizeError(f"{what} {arg!r} is neither an image file nor a folder of images")

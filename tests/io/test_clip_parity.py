@@ -81,9 +81,8 @@ def test_same_videos_frames_and_too_short(videos):
     assert r.video_paths == p.video_paths == [os.path.join(videos, f"video_{v:02d}") for v in (0, 2, 3, 5)]
     assert r.frame_counts == p.frame_counts == [9, 13, 7, 11]
     assert sorted(r.too_short) == sorted(p.too_short) == [os.path.join(videos, f"video_{v:02d}") for v in (1, 4, 6)]
-    start = dict(r.epoch_plan())[p.video_paths[0]]
-    assert p.samples[0] == ([os.path.join(videos, "video_00", f"f{start + 3 * t}.png") for t in range(3)],
-                            p.video_paths[0])
+    assert dict(r.epoch_plan()) == dict(p.epoch_plan())  # same first frame of each video's clip
+    assert all(0 <= start <= n - 7 for (_, start), n in zip(sorted(p.epoch_plan()), p.frame_counts))
 
 
 def test_frame_key_matches_rust_rule():

@@ -64,9 +64,12 @@ def test_stage2_validation_reports_held_out_content_and_style_losses(tmp_path):
     val = task.sample(tmp_path / "run", 7, None)
     assert set(val) == {"val/total_loss", "val/reverse_loss", "val/style_loss"}  # no PSNR against a stylisation
     assert all(v > 0 and v == v for v in val.values())
-    x, style = task.heldout(), task._styles_for(3)
-    quant_x, quant_y, quant_ref, diff, _, _ = task.model.transfer(x, style)
-    _, _, expected = task.loss.generator_loss(diff, quant_ref, quant_y, quant_x, 7, split="val")
+    x = task.heldout()
+    style = task._styles_for(x.shape[0])
+    task.model.eval()
+    with torch.no_grad():
+        quant_x, quant_y, quant_ref, diff, _, _ = task.model.transfer(x, style)
+        _, _, expected = task.loss.generator_loss(diff, quant_ref, quant_y, quant_x, 7, split="val")
     assert val["val/style_loss"] == pytest.approx(float(expected["val/style_loss"]), rel=1e-5)
     assert val["val/reverse_loss"] == pytest.approx(float(expected["val/reverse_loss"]), rel=1e-5)
     assert (tmp_path / "run" / "samples" / "step_00000007.png").is_file()

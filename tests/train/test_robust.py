@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vqfast.errors import CheckpointError, FrameDecodeError, NonFiniteError
+from vqfast.errors import CheckpointError, ConfigError, FrameDecodeError, NonFiniteError
 from vqfast.train import load_config, train
 from vqfast.train import trainer as Trainer
 from vqfast.train.engine import checkpoint as ckpt
@@ -200,17 +200,21 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
 
 
 # ---- bad input ------------------------------------------------------------------------------------------
-def test_data_on_error_skip_counts_and_raise_names_the_file(tmp_path):
-    base = ["data.loader=python", "train.max_steps=2", "train.log_every=2", "train.sample_every=100"]
+@pytest.mark.parametrize("loader", ["python", "rust"])
+def test_data_on_error_skip_counts_and_raise_names_the_file(tmp_path, loader):
+    """One clip per video per epoch (both loaders): a video whose frames are all corrupt fails every epoch."""
+    base = [f"data.loader={loader}", "train.max_steps=2", "train.log_every=2", "train.sample_every=100"]
     cfg = _cfg(tmp_path / "ok", *base)
     train(cfg)
-    bad = min((sorted(Path(cfg.data.root).iterdir())[1]).iterdir())
-    bad.write_bytes(b"not a jpeg")  # a corrupt frame
+    video = sorted(Path(cfg.data.root).iterdir())[1]
+    for frame in video.iterdir():
+        frame.write_bytes(b"not a jpeg")  # corrupt frames
     data = [f"data.root={cfg.data.root}", f"data.val_root={cfg.data.val_root}"]
+    # 4 videos, batch 2: 2 steps per epoch, so 4 steps visit the bad video twice
     last = train(_cfg(tmp_path / "skip", *base, *data, "data.on_error=skip", "train.max_steps=4",
-                      "train.log_every=4"))  # one epoch: every clip is visited
-    assert last["step"] == 4 and last["data/skipped_items"] >= 1
-    with pytest.raises(FrameDecodeError, match=bad.parent.name):
+                      "train.log_every=4"))
+    assert last["step"] == 4 and last["data/skipped_items"] == 2
+    with pytest.raises(FrameDecodeError, match=video.name):
         train(_cfg(tmp_path / "raise", *base, *data, "data.on_error=raise", "train.max_steps=4"))
-    with pytest.raises(Exception, match="data.on_error"):
+    with pytest.raises(ConfigError, match="data.on_error"):
         _cfg(tmp_path / "x", "data.on_error=ignore")

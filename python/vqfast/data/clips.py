@@ -378,35 +378,11 @@ class PyVideoClipLoader:
         self._next_batch = 0
         self._cache: Dict[str, np.ndarray] = {}
         self._cache_used = 0
-        self._samples: List[Tuple[List[str], str]] = []
-        self._samples_epoch: Optional[int] = None
 
     # -- sizes and plan -------------------------------------------------------------------------------------
     @property
     def frame_counts(self) -> List[int]:
         return [len(f) for f in self._frames]
-
-    @property
-    def samples(self) -> List[Tuple[List[str], str]]:
-        """``[(frame paths of its clip in the current epoch, video path)]`` per video (one sample each)."""
-        if self._samples_epoch != self._epoch:
-            starts = [clip_start(self.seed, self._epoch, v, len(f), self._span)[0] for v, f in enumerate(self._frames)]
-            self._samples = [([f[0]] * self.clip_len if self.images else
-                              [f[s + t * self.frame_stride] for t in range(self.clip_len)], path)
-                             for f, s, path in zip(self._frames, starts, self.video_paths)]
-            self._samples_epoch = self._epoch
-        return self._samples
-
-    # -- hooks of the engine's SkippingClipLoader subclass (vqfast.train.data; removed together with it) ---------
-    def _order(self) -> List[int]:
-        """This rank's video ids of the current epoch, batch after batch."""
-        return self._rank_plan(self._epoch).samples
-
-    def _frame(self, path: str) -> np.ndarray:
-        """One frame, cover-resized and centre-cropped like a ``crop="center"`` clip."""
-        img = self._decoded(str(path))
-        rh, rw = cover_size(img.shape[0], img.shape[1], *self.size)
-        return resize_crop(img, self.size[0], self.size[1], (rh - self.size[0]) // 2, (rw - self.size[1]) // 2)
 
     def _cfg(self) -> PlanConfig:
         cfg = PlanConfig(self.batch_size, self.shuffle, self.seed, self.rank, self.world_size, self.drop_last, 0)
@@ -595,12 +571,17 @@ def frames_to_model_input(frames: torch.Tensor, mean: Union[float, Sequence[floa
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
-def _natural_key(path: Path):
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
-
-
-def _images_in(folder: Path) -> List[Path]:
-    return sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file()), key=_natural_key)
+def list_images(folder: Union[str, "os.PathLike[str]"], exts: Sequence[str] = IMAGE_EXTS) -> List[Path]:
+    """Image files directly in ``folder`` (suffix in ``exts``), in the loaders' order (:func:`frame_key`).
+    Raises ``DataNotFoundError`` naming the folder when it is missing or holds none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataNotFoundError(f"image folder {str(folder)!r} is not a directory")
+    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in exts and p.is_file()),
+                   key=lambda p: frame_key(p.name))
+    if not files:
+        raise DataNotFoundError(f"no images ({', '.join(exts)}) in {str(folder)!r}")
+    return files
 
 
 def load_frame(path: Path, size: Tuple[int, int]) -> np.ndarray:

@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vqfast.data.clips import IMAGE_EXTS, _natural_key, load_frame
+from vqfast.data.clips import FRAME_EXTS, load_frame
+from vqfast.data.clips import list_images as _list_images
 from vqfast.errors import WeightsNotFoundError
 
 log = logging.getLogger("vqfast")
@@ -181,8 +182,8 @@ def build_teacher(kind: str, *, img_size: Sequence[int], grid: tuple[int, int], 
 
 # ---- precomputed shards ---------------------------------------------------------------------------
 def list_images(root: str | os.PathLike) -> list[Path]:
-    root = Path(root)
-    return sorted((p for p in root.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file()), key=_natural_key)
+    """The images of ``root`` the training loader reads (same files, same order)."""
+    return _list_images(root, FRAME_EXTS)
 
 
 def find_feature_shards(root: str | os.PathLike) -> list[Path]:

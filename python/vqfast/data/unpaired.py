@@ -8,35 +8,19 @@ of (seed, k): a resumed run sees the same pairs. ``make_paintings`` generates a 
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from vqfast.data.clips import IMAGE_EXTS, load_frame
-from vqfast.errors import DataNotFoundError
+from vqfast.data.clips import list_images, load_frame
 
-__all__ = ["ImageStream", "list_images", "make_paintings"]
+__all__ = ["ImageStream", "make_paintings"]
 
 log = logging.getLogger("vqfast")
 
 _STYLE_SEED_OFFSET = 7919  # the style stream shuffles independently of the content stream
-
-
-def _natural_key(path: Path):
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
-
-
-def list_images(folder: str | Path) -> list[Path]:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataNotFoundError(f"image folder {str(folder)!r} is not a directory")
-    files = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS), key=_natural_key)
-    if not files:
-        raise DataNotFoundError(f"no images ({', '.join(IMAGE_EXTS)}) in {str(folder)!r}")
-    return files
 
 
 class ImageStream:

@@ -20,12 +20,12 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from vqfast.data.clips import IMAGE_EXTS, load_frame
+from vqfast.errors import VQFastError
+
 log = logging.getLogger("vqfast")
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
-
-class EncodeError(ValueError):
+class EncodeError(VQFastError, ValueError):
     """Bad input folders / arguments for encode_latents."""
 
 
@@ -51,22 +51,13 @@ def find_domains(root: Optional[str], domain_args: Sequence[str]) -> list[tuple[
 
 
 def list_images(folder: Path) -> list[Path]:
+    """Every image under ``folder``, sub-folders included, in path order."""
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
 
 
 def load_image(path: Path, size: int) -> torch.Tensor:
-    """RGB, shorter side → size, centre crop, [-1, 1] float (3, size, size)."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        w, h = im.size
-        scale = size / min(w, h)
-        im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
-        w, h = im.size
-        left, top = (w - size) // 2, (h - size) // 2
-        im = im.crop((left, top, left + size, top + size))
-        arr = np.asarray(im, dtype=np.float32) / 127.5 - 1.0                 # (size, size, 3)
+    """RGB, shorter side → size (bicubic), centre crop, [-1, 1] float (3, size, size)."""
+    arr = load_frame(path, (size, size)).astype(np.float32) / 127.5 - 1.0   # (size, size, 3)
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()                # (3, size, size)
 
 

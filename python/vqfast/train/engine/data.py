@@ -64,7 +64,7 @@ def build_loader(d, root: str, *, shuffle: bool, seed: int, batch_size: int, ran
         return cls(root, clip_len=d.frames_per_sample, frame_stride=d.frame_stride, size=(d.size, d.size),
                    batch_size=batch_size, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size,
                    drop_last=drop_last, num_threads=d.num_threads, prefetch=d.prefetch, on_error=d.on_error,
-                   **({"images": True} if d.kind == "images" else {}))  # TODO(merge io-parity): images=always
+                   images=d.kind == "images")
     except VQFastError:
         raise
     except FileNotFoundError as exc:
