@@ -2,7 +2,7 @@
 cycle and on any import against the layer order:
 
     errors ← kernels ← ops ← quantize ← nn ← losses, models ← data ← train ← tools, stylize, plot
-    errors ← io ← data
+    errors ← loaders (pure-Python references) ← io (Rust loaders) ← data
     inside train: config ← engine ← families ← train/__init__, __main__
 
 ``losses`` and ``models`` never import each other; the engine imports no family and no registry."""
@@ -12,7 +12,7 @@ from pathlib import Path
 import vqfast
 
 ROOT = Path(vqfast.__file__).resolve().parent
-LAYERS = {"errors": 0, "kernels": 1, "io": 1, "ops": 2, "quantize": 3, "nn": 4, "losses": 5, "models": 5,
+LAYERS = {"errors": 0, "kernels": 1, "loaders": 1, "io": 2, "ops": 2, "quantize": 3, "nn": 4, "losses": 5, "models": 5,
           "data": 6, "train": 7, "eval": 7, "tools": 8, "stylize": 8, "plot": 8}
 TRAIN_LAYERS = {"config": 0, "engine": 1, "families": 2, "__main__": 3, "": 3}
 

@@ -48,7 +48,7 @@ def load_stage2(path: str | Path, device: str | torch.device = "cpu"):
 
 
 def _images(arg: str, what: str) -> list[Path]:
-    from vqfast.data.clips import list_images
+    from vqfast.loaders.clips import list_images
 
     p = Path(arg)
     if p.is_dir():
@@ -62,7 +62,7 @@ def _images(arg: str, what: str) -> list[Path]:
 
 
 def _to_input(arr: np.ndarray, mean, std, device) -> torch.Tensor:
-    from vqfast.data import frames_to_model_input
+    from vqfast.loaders import frames_to_model_input
 
     frames = torch.from_numpy(np.array(arr))[None, None]  # (1, 1, H, W, 3) uint8
     return frames_to_model_input(frames, mean, std).to(device)  # (1, 3, H, W)
@@ -70,7 +70,7 @@ def _to_input(arr: np.ndarray, mean, std, device) -> torch.Tensor:
 
 def stylize(ckpt: str, content: str, style: str, out: str, *, size: int | None = None, device: str = "cpu",
             batch_size: int = 4, grid: bool = False) -> list[Path]:
-    from vqfast.data.clips import load_frame
+    from vqfast.loaders.clips import load_frame
     from vqfast.train.engine.samples import grid as rows_grid
     from vqfast.train.engine.samples import save_png, to_uint8
 

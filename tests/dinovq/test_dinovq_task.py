@@ -77,7 +77,7 @@ def test_no_d_step_before_disc_start(tmp_path):
 def test_precomputed_shards_train_through_the_cli(tmp_path, capsys):
     """Teacher features precomputed into <data.root>/dino_features are looked up by image path: the engine's
     batches carry the paths, so `python -m vqfast.train` trains with them (and never runs a teacher)."""
-    from vqfast.data.clips import load_frame
+    from vqfast.loaders.clips import load_frame
 
     root = tmp_path / "data"
     teacher = RandomViTTeacher(64, 16, dim=64, seed=7)

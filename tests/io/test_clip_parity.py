@@ -1,4 +1,4 @@
-"""vqfast.data.clips.PyVideoClipLoader is the exact reference of vqfast.io.VideoClipLoader.
+"""vqfast.loaders.clips.PyVideoClipLoader is the exact reference of vqfast.io.VideoClipLoader.
 
 Same discovery, plan (len, epoch_plan, clip starts, crops), frames (PNG: byte-identical, resized or not; JPEG:
 decoder differences only), state_dict / resume across the two, skip rule and error classes.
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vqfast.data.clips import PyVideoClipLoader, cover_size, frame_key, resize_crop
-from vqfast.data.plan import MAX_REPLACEMENTS
+from vqfast.loaders.clips import PyVideoClipLoader, cover_size, frame_key, resize_crop
+from vqfast.loaders.plan import MAX_REPLACEMENTS
 from vqfast.errors import DataNotFoundError, FrameDecodeError, SchemaError, ShardNotFoundError
 from vqfast.io import VideoClipLoader
 
@@ -357,7 +357,7 @@ def test_reference_works_without_the_extension(videos, tmp_path):
     code = f"""
 import sys
 sys.modules["vqfast._io"] = None  # importing the extension now fails
-import vqfast.data.clips as c, vqfast.data.latents as l
+import vqfast.loaders.clips as c, vqfast.data.latents as l
 assert "vqfast.io" not in sys.modules
 loader = c.PyVideoClipLoader({videos!r}, clip_len=2, size=8, batch_size=2)
 frames, paths = next(iter(loader))

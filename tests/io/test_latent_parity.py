@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from iohelpers import write_shards
-from vqfast.data.latents import LatentDataError, TorchLatentShardLoader
+from vqfast.loaders.latents import LatentDataError, TorchLatentShardLoader
 from vqfast.errors import CorruptShardError, SchemaError, ShardNotFoundError, UnsupportedFormatError
 from vqfast.io import LatentShardLoader
 

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from sg_helpers import tiny_config
-from vqfast.data.latents import (LatentDataError, ReferencePool, TorchLatentShardLoader, build_latent_loader,
-                                 domain_statistics, list_shards, make_latent_shards)
+from vqfast.data.latents import (LatentDataError, ReferencePool, build_latent_loader, domain_statistics, list_shards,
+                                 make_latent_shards)
+from vqfast.loaders.latents import TorchLatentShardLoader
 from vqfast.errors import ConfigError
 from vqfast.train import load_config
 from vqfast.train.config import build

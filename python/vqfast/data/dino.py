@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vqfast.data.clips import FRAME_EXTS, load_frame
-from vqfast.data.clips import list_images as _list_images
+from vqfast.loaders.clips import FRAME_EXTS, load_frame
+from vqfast.loaders.clips import list_images as _list_images
 from vqfast.errors import WeightsNotFoundError
 
 log = logging.getLogger("vqfast")

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from vqfast.data.clips import list_images, load_frame
+from vqfast.loaders.clips import list_images, load_frame
 
 __all__ = ["ImageStream", "make_paintings"]
 

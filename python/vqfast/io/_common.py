@@ -1,4 +1,4 @@
-"""Shared helpers of the loaders: rank/world defaults, thread budget (from ``vqfast.data.plan``, shared with the
+"""Shared helpers of the loaders: rank/world defaults, thread budget (from ``vqfast.loaders.plan``, shared with the
 pure-Python reference loaders), fork guard, stream lifecycle."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 import os
 from typing import Any
 
-from vqfast.data.plan import check_on_error, check_positive, check_seed, resolve_rank, resolve_threads
+from vqfast.loaders.plan import check_on_error, check_positive, check_seed, resolve_rank, resolve_threads
 
 from .errors import ForkError
 

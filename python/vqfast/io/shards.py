@@ -15,7 +15,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import torch
 
 from vqfast import _io
-from vqfast.data.latents import expand_paths
+from vqfast.loaders.latents import expand_paths
 
 from ._common import (ForkGuard, StreamOwner, check_on_error, check_positive, check_seed, logger, resolve_rank,
                       resolve_threads)

@@ -1,6 +1,6 @@
 """``VideoClipLoader`` (clips from frame folders) and ``frames_to_model_input``.
 
-The seed-002 video pipeline's sampler (pure-Python reference: ``vqfast.data.clips.PyVideoClipLoader``):
+The seed-002 video pipeline's sampler (pure-Python reference: ``vqfast.loaders.clips.PyVideoClipLoader``):
 every video folder holds numbered JPEG/PNG frames (or, ``images=True``, the root holds images); per
 epoch each video gives one clip of ``clip_len`` frames ``frame_stride`` apart, its first frame
 drawn from the seeded plan so that the clip never runs past the end. Frames are decoded in
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from vqfast import _io
-from vqfast.data.clips import (_per_channel, check_clip_loader_args, frames_to_model_input_reference,
+from vqfast.loaders.clips import (_per_channel, check_clip_loader_args, frames_to_model_input_reference,
                                no_samples_error)
 
 from ._common import ForkGuard, StreamOwner, logger, resolve_threads
@@ -28,7 +28,7 @@ __all__ = ["VideoClipLoader", "frames_to_model_input", "frames_to_model_input_re
 class VideoClipLoader(StreamOwner):
     """Iterate ``(frames uint8 (B, T, H, W, 3), video_paths list[str])``.
 
-    ``vqfast.data.clips.PyVideoClipLoader`` is its pure-Python reference: same arguments, plan, frames (PNG
+    ``vqfast.loaders.clips.PyVideoClipLoader`` is its pure-Python reference: same arguments, plan, frames (PNG
     byte-identical), ``len``, ``state_dict`` and skip rule (``tests/io/test_clip_parity.py``).
 
     Args:

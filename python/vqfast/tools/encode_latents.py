@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from vqfast.data.clips import IMAGE_EXTS, load_frame
+from vqfast.loaders.clips import IMAGE_EXTS, load_frame
 from vqfast.errors import VQFastError
 
 log = logging.getLogger("vqfast")

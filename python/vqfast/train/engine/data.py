@@ -7,9 +7,10 @@ from pathlib import Path
 
 import torch
 
-from vqfast.data import PyVideoClipLoader, make_images, make_video_folders
-from vqfast.data import frames_to_model_input as py_frames_to_model_input
-from vqfast.errors import DataError, DataNotFoundError, FrameDecodeError, VQFastError
+from vqfast.data import make_images, make_video_folders
+from vqfast.loaders import PyVideoClipLoader
+from vqfast.loaders import frames_to_model_input as py_frames_to_model_input
+from vqfast.errors import DataError, DataNotFoundError, FrameDecodeError
 
 log = logging.getLogger("vqfast")
 
@@ -65,11 +66,9 @@ def build_loader(d, root: str, *, shuffle: bool, seed: int, batch_size: int, ran
                    batch_size=batch_size, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size,
                    drop_last=drop_last, num_threads=d.num_threads, prefetch=d.prefetch, on_error=d.on_error,
                    images=d.kind == "images")
-    except VQFastError:
-        raise
-    except FileNotFoundError as exc:
+    except FileNotFoundError as exc:  # root missing, or no usable video / image under it
         raise DataNotFoundError(f"{key}: {exc}") from exc
-    except ValueError as exc:  # no usable video / image under root
+    except DataError as exc:
         raise DataError(f"{key}: {exc}") from exc
 
 

@@ -11,7 +11,7 @@ shuffle, block size, rank, world_size, batch_size, drop_last):
    smaller, size.
 
 Integers are unsigned 64-bit with wrap-around, as in Rust (``& MASK`` after every ``+``/``*``), so
-``vqfast.data.clips.PyVideoClipLoader`` / ``vqfast.data.latents.TorchLatentShardLoader`` give exactly the
+``vqfast.loaders.clips.PyVideoClipLoader`` / ``vqfast.data.latents.TorchLatentShardLoader`` give exactly the
 orders, clip starts and resume fingerprints of ``vqfast.io``. This module imports neither torch nor the Rust
 extension.
 """

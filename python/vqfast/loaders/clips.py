@@ -9,7 +9,7 @@ PIL decoding). Everything that decides *what* is loaded is a port of the Rust co
   left out (``too_short``, logged). ``images=True``: every ``.jpg``/``.jpeg``/``.png`` file directly in ``root``
   (same order) is one sample, a 1-frame video whose frame fills all ``clip_len`` slots (``frame_stride`` is
   ignored). Video files (MP4, ...) need the Rust loader built with the ``video`` feature.
-* the epoch plan (:mod:`vqfast.data.plan`, a port of ``plan.rs``): one clip per video per epoch; per
+* the epoch plan (:mod:`vqfast.loaders.plan`, a port of ``plan.rs``): one clip per video per epoch; per
   (seed, epoch, video) the first frame is drawn uniformly so that the clip fits (:func:`clip_start`), and with
   ``crop="random"`` the crop window from the same stream.
 * frames (``frames.rs``): decoded (JPEG/PNG by their magic bytes), scaled so they cover ``size`` (:func:`cover_size`)
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vqfast.data.plan import (MASK, PlanConfig, Rng, check_on_error, check_positive, check_seed, fingerprint, mix,
+from vqfast.loaders.plan import (MASK, PlanConfig, Rng, check_on_error, check_positive, check_seed, fingerprint, mix,
                               num_batches, rank_plan, epoch_order, replacement_budget, resolve_rank, resolve_threads,
                               splitmix64)
 from vqfast.errors import (DataNotFoundError, FrameDecodeError, LoaderError, SchemaError, ShardIOError,
