@@ -2,9 +2,9 @@
 torch.var_mean (the reference) and torch.compile of the composite. GB/s against x read twice + dx written."""
 import pytest
 import torch
-from benchutil import CUDA, DEVICE, H100, QUICK, needs_cuda, run
 
 import vqfast.ops as ops
+from benchutil import CUDA, DEVICE, H100, QUICK, needs_cuda, run
 from vqfast.ops import reference as ref
 
 if CUDA:

@@ -1,9 +1,9 @@
 """codebook_health_: one Triton launch vs the reference's ~20 small torch ops (launch-bound by design)."""
 import pytest
 import torch
-from benchutil import CUDA, DEVICE, needs_cuda, run
 
 import vqfast.ops as ops
+from benchutil import CUDA, DEVICE, needs_cuda, run
 
 SIZES = [1024, 16384, 65536] if CUDA else [1024]
 

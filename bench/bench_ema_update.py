@@ -3,9 +3,9 @@ the bincount + index_add_ reference. Reports GB/s against the minimal traffic an
 import pytest
 import torch
 import torch.nn.functional as F
-from benchutil import CUDA, DEVICE, H100, QUICK, fits, needs_cuda, run
 
 import vqfast.ops as ops
+from benchutil import CUDA, DEVICE, H100, QUICK, fits, needs_cuda, run
 from vqfast.ops import reference as ref
 
 if CUDA:

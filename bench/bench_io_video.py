@@ -309,6 +309,7 @@ class _PyAvClips(torch.utils.data.Dataset):
 def has_video_feature() -> bool:
     try:
         import av  # noqa: F401
+
         import vqfast._io as native
     except ImportError:
         return False

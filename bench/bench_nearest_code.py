@@ -3,9 +3,9 @@ torch.compile of the eager composite. Shapes from issue 2; a D sweep at fixed N*
 argmin-epilogue regime. Each fast entry checks its chosen codes against the fp32 reference afterwards."""
 import pytest
 import torch
-from benchutil import CUDA, DEVICE, H100, QUICK, fits, needs_cuda, run
 
 import vqfast.ops as ops
+from benchutil import CUDA, DEVICE, H100, QUICK, fits, needs_cuda, run
 from vqfast.ops import nearest_code_tolerance
 from vqfast.ops import reference as ref
 

@@ -4,6 +4,7 @@ backend="torch" (references); the triton row carries the torch/triton ratio. CUD
 smoke check with VQFAST_BENCH_QUICK=1)."""
 import pytest
 import torch
+
 from benchutil import CUDA, QUICK, needs_cuda, run
 
 B, SIZE = (8, 256) if not QUICK else (2, 128)

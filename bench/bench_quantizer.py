@@ -3,9 +3,9 @@ taming VectorQuantizer2 and taming-style EMA quantizer. Launch- and sync-bound r
 import pytest
 import torch
 import torch.nn.functional as F
-from benchutil import CUDA, DEVICE, QUICK, needs_cuda, run
 from torch import nn
 
+from benchutil import CUDA, DEVICE, QUICK, needs_cuda, run
 from vqfast.quantize import EMAVectorQuantizer, VectorQuantizer
 
 if CUDA:

@@ -3,8 +3,8 @@ norm statistics in the channel_stats kernel) vs backend="torch" (reference stati
 base_dim 256, 4 AdaIN res-blocks, batch 8, bf16 autocast); a tiny fp32 shape on CPU (torch only)."""
 import pytest
 import torch
-from benchutil import CUDA, DEVICE, QUICK, needs_cuda, run
 
+from benchutil import CUDA, DEVICE, QUICK, needs_cuda, run
 from vqfast.train.config import build
 from vqfast.train.families.stargan.config import StarGANConfig
 from vqfast.train.families.stargan.task import StarGANLatentTask

@@ -2,9 +2,9 @@
 two-MSE graph. Memory-bound: reads z and gathered codes, writes z_q and dz."""
 import pytest
 import torch
-from benchutil import CUDA, DEVICE, H100, QUICK, needs_cuda, run
 
 import vqfast.ops as ops
+from benchutil import CUDA, DEVICE, H100, QUICK, needs_cuda, run
 
 SHAPES = [(3072, 1024, 256), (65536, 16384, 256)] if CUDA else ([(512, 128, 64)] if QUICK else [(3072, 1024, 256)])
 

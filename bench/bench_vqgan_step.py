@@ -3,8 +3,8 @@ peak memory and the quantizer's share of the step. CUDA: taming's f16 VQGAN at 2
 >= 1.15x faster steps, lower peak memory). CPU: the torch path at a tiny size, as a smoke run."""
 import pytest
 import torch
-from benchutil import CUDA, DEVICE, QUICK, RESULTS, Row, needs_cuda, peak_extra_mb, sync, time_ms
 
+from benchutil import CUDA, DEVICE, QUICK, RESULTS, Row, needs_cuda, peak_extra_mb, sync, time_ms
 from vqfast.train import load_config
 from vqfast.train.families.vq.task import VQTask
 

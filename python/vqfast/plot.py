@@ -74,7 +74,7 @@ def _plot_matplotlib(series: dict[str, list], x_label: str, out: Path, title: st
     cols = min(3, n)
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False)
-    for ax, (k, pts) in zip(axes.flat, series.items()):
+    for ax, (k, pts) in zip(axes.flat, series.items(), strict=True):
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if len(pts) < 30 else None, lw=1.2)
         ax.set_title(k)
         ax.set_xlabel(x_label)

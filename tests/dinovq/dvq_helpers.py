@@ -1,6 +1,7 @@
 """Tiny DinoVQ builders shared by the DinoVQ tests (CPU, torch backend, seconds per test)."""
 import pytest
 import torch
+
 from vqfast.losses.dinovq import DinoVQLoss
 from vqfast.models.dinovq import DinoVQModel
 from vqfast.train.families.dinovq.config import LOSS_KEYS

@@ -4,12 +4,12 @@ import json
 
 import pytest
 import torch
+
 from vqfast.data.dino import (
     RandomViTTeacher,
     TeacherUnavailableError,
     make_dino_dataset,
 )
-
 from vqfast.train import load_config, train
 from vqfast.train.__main__ import main
 from vqfast.train.families.dinovq.task import DinoVQTask
@@ -60,7 +60,7 @@ def test_gan_step(tmp_path, reuse):
                 "train/logits_real", "train/logits_fake"):
         assert logs[key].dim() == 0 and not logs[key].requires_grad, key
     assert float(logs["train/disc_weight"]) == 0.5
-    assert any(not torch.equal(a, b) for a, b in zip(d_before, D.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(d_before, D.parameters(), strict=True))
     assert all(p.requires_grad for p in D.parameters())  # unfrozen again after the G step
 
 
@@ -71,7 +71,7 @@ def test_no_d_step_before_disc_start(tmp_path):
     x = torch.rand(2, 3, 64, 64) * 2 - 1
     logs = task.training_step((x, task.teacher(x)), 4)
     assert "train/disc_loss" not in logs and float(logs["train/gen_adv_loss_weighted"]) == 0.0
-    assert all(torch.equal(a, b) for a, b in zip(d_before, task.discriminator.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(d_before, task.discriminator.parameters(), strict=True))
 
 
 def test_precomputed_shards_train_through_the_cli(tmp_path, capsys):

@@ -3,6 +3,7 @@
 import numpy as np
 import torch
 from dvq_helpers import tiny_model
+
 from vqfast.data.dino import RandomViTTeacher
 from vqfast.data.synthetic import _Scene
 

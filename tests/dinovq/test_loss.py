@@ -3,6 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from dvq_helpers import tiny_model
+
 from vqfast.errors import InputError
 from vqfast.losses.dinovq import DISCRIMINATOR_KEYS, GENERATOR_KEYS
 

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vqfast.loaders.clips import PyVideoClipLoader, cover_size, frame_key, resize_crop
-from vqfast.loaders.plan import MAX_REPLACEMENTS
 from vqfast.errors import DataNotFoundError, FrameDecodeError, SchemaError, ShardNotFoundError
 from vqfast.io import VideoClipLoader
+from vqfast.loaders.clips import PyVideoClipLoader, cover_size, frame_key, resize_crop
+from vqfast.loaders.plan import MAX_REPLACEMENTS
 
 COUNTS = [9, 4, 13, 7, 1, 11, 6]  # frames per video (video_04 is too short for most clips)
 FRAME_HW = (13, 21)               # odd sizes on purpose
@@ -57,7 +57,7 @@ def run(loader):
 
 def assert_same_batches(a, b, *, exact=True, tol=None):
     assert len(a) == len(b)
-    for (fa, pa), (fb, pb) in zip(a, b):
+    for (fa, pa), (fb, pb) in zip(a, b, strict=True):
         assert pa == pb
         assert fa.shape == fb.shape and fa.dtype == fb.dtype == np.uint8
         if exact:
@@ -82,7 +82,7 @@ def test_same_videos_frames_and_too_short(videos):
     assert r.frame_counts == p.frame_counts == [9, 13, 7, 11]
     assert sorted(r.too_short) == sorted(p.too_short) == [os.path.join(videos, f"video_{v:02d}") for v in (1, 4, 6)]
     assert dict(r.epoch_plan()) == dict(p.epoch_plan())  # same first frame of each video's clip
-    assert all(0 <= start <= n - 7 for (_, start), n in zip(sorted(p.epoch_plan()), p.frame_counts))
+    assert all(0 <= start <= n - 7 for (_, start), n in zip(sorted(p.epoch_plan()), p.frame_counts, strict=True))
 
 
 def test_frame_key_matches_rust_rule():
@@ -253,7 +253,7 @@ def test_skip_rule_same_replacements_errors_and_frames(tmp_path):
             a, b = run(r), run(p)
             assert_same_batches(a, b)
             assert len(r.errors) == len(p.errors)
-            for er, ep in zip(r.errors, p.errors):
+            for er, ep in zip(r.errors, p.errors, strict=True):
                 assert er.split(":")[0] == ep.split(":")[0]  # same file, first in the message
                 assert er.split(":")[0].endswith(("video_02/f1.png", "video_05/f0.png"))
             plan = p.epoch_plan()

@@ -10,11 +10,11 @@ import inspect
 import numpy as np
 import pytest
 import torch
-
 from iohelpers import write_shards
-from vqfast.loaders.latents import LatentDataError, TorchLatentShardLoader
+
 from vqfast.errors import CorruptShardError, SchemaError, ShardNotFoundError, UnsupportedFormatError
 from vqfast.io import LatentShardLoader
+from vqfast.loaders.latents import LatentDataError, TorchLatentShardLoader
 
 SIZES = [5, 1, 8, 3, 6, 2]  # 25 rows, ragged
 
@@ -35,7 +35,7 @@ def run(loader):
 
 def assert_same(a, b):
     assert len(a) == len(b)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert list(x) == list(y)
         for k in x:
             assert x[k].dtype == y[k].dtype and torch.equal(x[k], y[k]), k
@@ -131,7 +131,7 @@ def test_same_skip_rule_and_error_classes(tmp_path):
     r, p = pair(mixed, batch_size=2, seed=5, on_error="skip")
     assert [path for path, _ in r.errors] == [path for path, _ in p.errors] == [bad, nokey, missing, wrong_shape,
                                                                                  strided]
-    for (_, mr), (_, mp) in zip(r.errors, p.errors):
+    for (_, mr), (_, mp) in zip(r.errors, p.errors, strict=True):
         assert mr.split(":")[0] == mp.split(":")[0]
     assert r.shard_sizes == p.shard_sizes == [4, 3, 5, 2]
     assert r.state_dict() == p.state_dict()

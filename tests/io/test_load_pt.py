@@ -38,7 +38,7 @@ def assert_same(got, ref, path="root"):
             assert_same(got[k], ref[k], f"{path}.{k}")
     elif isinstance(ref, (list, tuple)):
         assert len(got) == len(ref), path
-        for i, (g, r) in enumerate(zip(got, ref)):
+        for i, (g, r) in enumerate(zip(got, ref, strict=True)):
             assert_same(g, r, f"{path}[{i}]")
     else:
         assert got == ref, path

@@ -57,7 +57,7 @@ def test_byte_flips_in_data_pkl(good, tmp_path):
         pkl = z.read(name)
     rng = random.Random(0)
     outcomes = {"error": 0, "loaded": 0}
-    for i in range(300):
+    for _ in range(300):
         mutated = bytearray(pkl)
         for _ in range(rng.randint(1, 3)):
             mutated[rng.randrange(len(mutated))] = rng.randrange(256)
@@ -76,7 +76,7 @@ def test_random_fuzz_whole_file(good, tmp_path):
     raw = open(good, "rb").read()
     rng = random.Random(1)
     p = str(tmp_path / "fuzz.pt")
-    for i in range(300):
+    for _ in range(300):
         b = bytearray(raw)
         for _ in range(rng.randint(1, 8)):
             b[rng.randrange(len(b))] = rng.randrange(256)

@@ -9,8 +9,8 @@ from collections import Counter
 
 import pytest
 import torch
-
 from iohelpers import write_shards
+
 from vqfast.io import CorruptShardError, ForkError, LatentShardLoader, SchemaError, verify
 
 SIZES = [13, 7, 20, 1, 16]  # 57 samples, ragged on purpose

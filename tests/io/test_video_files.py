@@ -48,7 +48,7 @@ def test_clips_are_exact_frames_at_stride(tmp_path, gop, bframes):
         plan = loader.epoch_plan()
         frames, paths = next(iter(loader))
         ids = frame_ids(frames)
-        for clip, path, (ppath, start) in zip(ids, paths, plan):
+        for clip, path, (ppath, start) in zip(ids, paths, plan, strict=True):
             assert path == ppath
             assert clip.tolist() == [start + 3 * t for t in range(4)], (gop, bframes, path)
             assert clip[-1] < counts[int(os.path.basename(path)[1])]

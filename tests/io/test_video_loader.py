@@ -7,9 +7,9 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from iohelpers import write_video_frames
 from PIL import Image
 
-from iohelpers import write_video_frames
 from vqfast.io import FrameDecodeError, VideoClipLoader
 
 COUNTS = [9, 20, 13, 40, 6, 17]
@@ -42,7 +42,7 @@ def test_clips_are_consecutive_at_stride_and_inside_video(root, stride):
             assert frames.dtype == torch.uint8 and frames.shape[1:] == (clip_len, 24, 32, 3)
             ids = frame_ids(frames)
             assert torch.equal(ids[:, 1:] - ids[:, :-1], torch.full_like(ids[:, 1:], stride))
-            for clip, path in zip(ids, paths):
+            for clip, path in zip(ids, paths, strict=True):
                 n = COUNTS[int(os.path.basename(path).split("_")[1])]
                 assert clip[-1] < n and clip[0] >= 0
                 # green channel names the video: the frames come from the reported folder

@@ -1,9 +1,9 @@
 """channel_stats: forward and fused backward against fp64 autograd references."""
 import pytest
 import torch
-from helpers import BACKENDS, assert_lowp_close, device, gpu
 
 import vqfast.ops as ops
+from helpers import BACKENDS, assert_lowp_close, device, gpu
 from vqfast.errors import InputError
 from vqfast.ops import reference as ref
 

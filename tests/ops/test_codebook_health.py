@@ -1,9 +1,9 @@
 """codebook_health_: one-launch perplexities, active/dead counts and in-place counters vs the reference."""
 import pytest
 import torch
-from helpers import BACKENDS, device
 
 import vqfast.ops as ops
+from helpers import BACKENDS, device
 from vqfast.errors import InputError
 
 

@@ -1,9 +1,9 @@
 """ema_update_: kernel (both modes) and reference against a literal one-hot transcription of taming's EMA."""
 import pytest
 import torch
-from helpers import BACKENDS, device, gpu
 
 import vqfast.ops as ops
+from helpers import BACKENDS, device, gpu
 from vqfast.errors import InputError
 from vqfast.ops import reference as ref
 
@@ -70,7 +70,7 @@ def test_deterministic_mode_is_bitwise_reproducible(backend):
         cs, ea, w = state(K, D, 2)
         ops.ema_update_(cs, ea, w, z, idx, decay=0.99, eps=1e-5, backend=backend, deterministic=True)
         outs.append((cs, ea, w))
-    for a, b in zip(*outs):
+    for a, b in zip(*outs, strict=True):
         assert torch.equal(a, b)
 
 

@@ -3,9 +3,9 @@ import sys
 
 import pytest
 import torch
-from helpers import BACKENDS, device, gpu
 
 import vqfast.ops as ops
+from helpers import BACKENDS, device, gpu
 from vqfast.errors import BackendError, InputError
 from vqfast.ops import nearest_code_tolerance
 from vqfast.ops import reference as ref

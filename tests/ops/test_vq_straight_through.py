@@ -1,9 +1,9 @@
 """vq_straight_through: fused output + loss and analytic backward vs taming's two-MSE autograd graph."""
 import pytest
 import torch
-from helpers import BACKENDS, device
 
 import vqfast.ops as ops
+from helpers import BACKENDS, device
 from vqfast.errors import InputError
 
 

@@ -2,6 +2,7 @@
 import pytest
 import torch
 from qa_helpers import EMBED_DIM, N_EMBED
+
 from vqfast.models.quantart import (
     BaseVQGAN,
     GuidedAttention,
@@ -99,7 +100,7 @@ def test_loads_both_stage1_checkpoints(dd, tmp_path):
              (m.encoder_real, style.encoder), (m.quant_conv_real, style.quant_conv), (m.quantize_dec, style.quantize),
              (m.decoder, style.decoder), (m.post_quant_conv, style.post_quant_conv)]
     for mine, theirs in pairs:
-        for (k, a), b in zip(mine.state_dict().items(), theirs.state_dict().values()):
+        for (k, a), b in zip(mine.state_dict().items(), theirs.state_dict().values(), strict=True):
             assert torch.equal(a, b), k
     x = images()
     torch.testing.assert_close(m.encode_content(x), content.encode(x)[0])

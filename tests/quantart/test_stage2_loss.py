@@ -2,6 +2,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+
 from vqfast.losses.quantart import Stage2Loss, calc_mean_std, style_loss
 from vqfast.ops import triton_available
 

@@ -3,6 +3,7 @@ decoder, typed configs, unpaired data, the shipped configs through the engine, a
 import pytest
 import torch
 from qa_helpers import DD, EMBED_DIM, N_EMBED
+
 from vqfast.data.synthetic import make_images
 from vqfast.data.unpaired import ImageStream, make_paintings
 from vqfast.errors import CheckpointError, ConfigError

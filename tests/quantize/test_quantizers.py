@@ -2,8 +2,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import BACKENDS, device
 
+from helpers import BACKENDS, device
 from vqfast.errors import InputError
 from vqfast.quantize import EMAVectorQuantizer, VectorQuantizer
 
@@ -73,7 +73,7 @@ def test_ema_quantizer_matches_taming_over_steps(backend):
     torch.manual_seed(1)
     q = EMAVectorQuantizer(16, 6, beta=0.25, decay=0.9, backend=backend).to(device())
     w, c, a = (q.embedding.weight.clone(), q.embedding.cluster_size.clone(), q.embedding.embed_avg.clone())
-    for step in range(5):
+    for _ in range(5):
         z = torch.randn(3, 6, 4, 4, device=device())
         zq, loss, (_, _, idx) = q(z)
         tidx, tloss, w, c, a = taming_ema_step(w, c, a, z, 0.9, 1e-5, 0.25)

@@ -4,12 +4,18 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
 from sg_helpers import tiny_config
-from vqfast.data.latents import (LatentDataError, ReferencePool, build_latent_loader, domain_statistics, list_shards,
-                                 make_latent_shards)
-from vqfast.loaders.latents import TorchLatentShardLoader
+
+from vqfast.data.latents import (
+    LatentDataError,
+    ReferencePool,
+    build_latent_loader,
+    domain_statistics,
+    list_shards,
+    make_latent_shards,
+)
 from vqfast.errors import ConfigError
+from vqfast.loaders.latents import TorchLatentShardLoader
 from vqfast.train import load_config
 from vqfast.train.config import build
 from vqfast.train.families.stargan.config import StarGANConfig
@@ -34,7 +40,7 @@ def test_generated_shards_have_distinguishable_domain_statistics(tmp_path):
 
 
 def test_rust_and_torch_loaders_cover_every_sample_once(tmp_path):
-    pytest.importorskip("vqfast.io").LatentShardLoader
+    pytest.importorskip("vqfast.io")
     paths = make_latent_shards(tmp_path, num_domains=2, per_domain=10, shards_per_domain=2, resolution=8)
     for kind in ("rust", "torch"):
         loader = build_latent_loader([str(p) for p in paths], loader=kind, batch_size=4, seed=1, drop_last=False)

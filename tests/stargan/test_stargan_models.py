@@ -86,7 +86,7 @@ def test_ema_update_and_sampling_nets():
         for p in n.generator.parameters():
             p.add_(1.0)
     n.update_ema()
-    for (k, old), new, cur in zip(before.items(), n.generator_ema.state_dict().values(), n.generator.state_dict().values()):
+    for (k, old), new, cur in zip(before.items(), n.generator_ema.state_dict().values(), n.generator.state_dict().values(), strict=True):
         assert_close(new, 0.999 * old + 0.001 * cur, msg=k)
     assert n.sampling_nets()[0] is n.generator_ema
     assert _nets().sampling_nets()[0] is not None and _nets().generator_ema is None

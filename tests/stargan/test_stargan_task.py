@@ -4,9 +4,9 @@ import math
 
 import pytest
 import torch
+from sg_helpers import tiny_config
 from torch.testing import assert_close
 
-from sg_helpers import tiny_config
 from vqfast.data.latents import domain_statistics
 from vqfast.errors import WeightsNotFoundError
 from vqfast.train.families.stargan.task import LOG_KEYS, StarGANLatentTask
@@ -37,7 +37,7 @@ def _run(task, steps, start=0):
 @pytest.mark.parametrize("loader", ["rust", "torch"])
 def test_steps_finite_all_keys_optimizers_stepped(tmp_path, loader):
     if loader == "rust":
-        pytest.importorskip("vqfast.io").LatentShardLoader
+        pytest.importorskip("vqfast.io")
     task = _task(tmp_path, data={"loader": loader})
     assert type(task.loader).__name__ == ("LatentShardLoader" if loader == "rust" else "TorchLatentShardLoader")
     before = {k: [p.detach().clone() for p in m.parameters()] for k, m in task.modules().items()}
@@ -51,7 +51,7 @@ def test_steps_finite_all_keys_optimizers_stepped(tmp_path, loader):
         steps = {int(s["step"]) for s in opt.state.values()}
         assert steps == {3}, name
     for k, m in task.modules().items():
-        changed = any(not torch.equal(a, b) for a, b in zip(before[k], m.parameters()))
+        changed = any(not torch.equal(a, b) for a, b in zip(before[k], m.parameters(), strict=True))
         assert changed, f"{k} parameters did not move"
 
 
@@ -71,7 +71,7 @@ def test_d_frozen_during_g_step_and_its_grads_untouched(tmp_path):
     _run(task, 1)
     assert all(seen["frozen"])
     assert all(p.requires_grad for p in D.parameters())               # unfrozen again after the step
-    for g_before, p in zip(seen["d_grads"], D.parameters()):
+    for g_before, p in zip(seen["d_grads"], D.parameters(), strict=True):
         assert_close(p.grad, g_before)                                 # the G backward added nothing to D
 
 
@@ -100,7 +100,7 @@ def test_reusing_d_phase_forwards_equals_recomputing(tmp_path):
         task = _task(tmp_path / str(reuse), seed=5, training={"reuse_d_phase_forwards": reuse})
         torch.manual_seed(11)
         results.append(_run(task, 2))
-    for a, b in zip(*results):
+    for a, b in zip(*results, strict=True):
         for k in LOG_KEYS:
             assert_close(a[k], b[k], atol=1e-5, rtol=1e-4, msg=k)
 

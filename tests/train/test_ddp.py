@@ -1,10 +1,10 @@
 """torchrun + DDP on CPU (gloo, 2 processes): synced codebooks and weights across ranks, 2 ranks × B/2 = 1 rank × B
 for the VQGAN family (VQGAN and EMA-VQ), rank-0-only outputs through the real ``torchrun -m vqfast.train``."""
 import json
-import sys
 import os
 import shutil
 import subprocess
+import sys
 import textwrap
 
 import pytest

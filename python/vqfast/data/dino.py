@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vqfast.errors import WeightsNotFoundError
 from vqfast.loaders.clips import FRAME_EXTS, load_frame
 from vqfast.loaders.clips import list_images as _list_images
-from vqfast.errors import WeightsNotFoundError
 
 log = logging.getLogger("vqfast")
 
@@ -169,7 +169,7 @@ def build_teacher(kind: str, *, img_size: Sequence[int], grid: tuple[int, int], 
             raise TeacherUnavailableError("teacher.kind=timm needs teacher.timm_model. " + teacher_options_help())
         backbone = timm.create_model(timm_model, pretrained=False, num_classes=0, dynamic_img_size=True)
         if checkpoint:
-            backbone.load_state_dict(_load_state(checkpoint), strict=False)
+            backbone.load_state_dict(_load_state(checkpoint), strict=True)
         else:
             log.warning("DinoVQ teacher timm:%s without a checkpoint: RANDOM weights", timm_model)
         patch = backbone.patch_embed.patch_size
@@ -262,9 +262,7 @@ def write_feature_shards(root: str | os.PathLike, teacher: nn.Module, *, size: i
     """Run ``teacher`` over every image of ``root`` (resized/cropped to ``size`` as the loaders do) and write
     fp16 shards under ``root/dino_features``. Returns the shard paths."""
     root = Path(root)
-    images = list_images(root)
-    if not images:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTS)}) under {str(root)!r}")
+    images = list_images(root)  # DataNotFoundError naming the folder when it holds none
     out_dir = root / SHARD_DIR
     if find_feature_shards(root) and not overwrite:
         raise FileExistsError(f"{out_dir} already holds shards; pass overwrite=True (--overwrite) to replace them")

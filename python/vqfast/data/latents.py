@@ -71,7 +71,7 @@ def make_latent_shards(root: str | Path, *, num_domains: int = 2, per_domain: in
     latents, labels = latents[order].contiguous(), labels[order].contiguous()
     n_shards = num_domains * shards_per_domain
     paths = []
-    for i, (lat, lab) in enumerate(zip(latents.tensor_split(n_shards), labels.tensor_split(n_shards))):
+    for i, (lat, lab) in enumerate(zip(latents.tensor_split(n_shards), labels.tensor_split(n_shards), strict=True)):
         path = root / f"shard_{i:05d}.pt"
         torch.save({key: lat.clone(), label_key: lab.clone().to(torch.int64)}, path)
         paths.append(path)

@@ -17,8 +17,16 @@ import torch
 from vqfast import _io
 from vqfast.loaders.latents import expand_paths
 
-from ._common import (ForkGuard, StreamOwner, check_on_error, check_positive, check_seed, logger, resolve_rank,
-                      resolve_threads)
+from ._common import (
+    ForkGuard,
+    StreamOwner,
+    check_on_error,
+    check_positive,
+    check_seed,
+    logger,
+    resolve_rank,
+    resolve_threads,
+)
 from .errors import SchemaError
 
 __all__ = ["LatentShardLoader", "expand_paths", "verify"]
@@ -88,7 +96,7 @@ class LatentShardLoader(StreamOwner):
         ]
         #: ``[(path, message)]`` of shards left out (``on_error="skip"``).
         self.errors: List[Tuple[str, str]] = list(self._core.skipped())
-        for path, message in self.errors:
+        for _path, message in self.errors:
             logger.warning("LatentShardLoader: skipping unreadable shard %s", message)
         self._epoch = 0
         self._resume_batch = 0
@@ -173,7 +181,7 @@ class LatentShardLoader(StreamOwner):
             for ids, buffers, _errors in stream:
                 n = ids.shape[0]
                 batch: Dict[str, torch.Tensor] = {}
-                for (name, dtype, shape), buf in zip(self._fields, buffers):
+                for (name, dtype, shape), buf in zip(self._fields, buffers, strict=True):
                     batch[name] = torch.from_numpy(buf).view(dtype).view(n, *shape)  # (B, *shape)
                 batch["index"] = torch.from_numpy(ids)  # (B,)
                 self._next_batch += 1

@@ -16,8 +16,7 @@ import numpy as np
 import torch
 
 from vqfast import _io
-from vqfast.loaders.clips import (_per_channel, check_clip_loader_args, frames_to_model_input_reference,
-                               no_samples_error)
+from vqfast.loaders.clips import _per_channel, check_clip_loader_args, frames_to_model_input_reference, no_samples_error
 
 from ._common import ForkGuard, StreamOwner, logger, resolve_threads
 from .errors import SchemaError

@@ -35,11 +35,32 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vqfast.loaders.plan import (MASK, PlanConfig, Rng, check_on_error, check_positive, check_seed, fingerprint, mix,
-                              num_batches, rank_plan, epoch_order, replacement_budget, resolve_rank, resolve_threads,
-                              splitmix64)
-from vqfast.errors import (DataNotFoundError, FrameDecodeError, LoaderError, SchemaError, ShardIOError,
-                           ShardNotFoundError, UnsupportedFormatError)
+from vqfast.errors import (
+    DataNotFoundError,
+    FrameDecodeError,
+    LoaderError,
+    SchemaError,
+    ShardIOError,
+    ShardNotFoundError,
+    UnsupportedFormatError,
+)
+from vqfast.loaders.plan import (
+    MASK,
+    PlanConfig,
+    Rng,
+    check_on_error,
+    check_positive,
+    check_seed,
+    epoch_order,
+    fingerprint,
+    mix,
+    num_batches,
+    rank_plan,
+    replacement_budget,
+    resolve_rank,
+    resolve_threads,
+    splitmix64,
+)
 
 log = logging.getLogger("vqfast")
 

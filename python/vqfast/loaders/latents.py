@@ -14,8 +14,18 @@ import numpy as np
 import torch
 
 from vqfast.errors import CorruptShardError, DataError, SchemaError, ShardNotFoundError, UnsupportedFormatError
-from vqfast.loaders.plan import (PlanConfig, check_on_error, check_positive, check_seed, epoch_order, fingerprint,
-                              num_batches, rank_plan, resolve_rank, resolve_threads)
+from vqfast.loaders.plan import (
+    PlanConfig,
+    check_on_error,
+    check_positive,
+    check_seed,
+    epoch_order,
+    fingerprint,
+    num_batches,
+    rank_plan,
+    resolve_rank,
+    resolve_threads,
+)
 
 log = logging.getLogger("vqfast")
 
@@ -89,52 +99,60 @@ def _find_tensor(obj: Any, key: str) -> Optional[torch.Tensor]:
     return cur if isinstance(cur, torch.Tensor) else None
 
 
+def _c_order(path: str, a: np.ndarray) -> torch.Tensor:
+    """The Rust loader refuses Fortran-order arrays; so does the reference."""
+    if a.ndim > 1 and a.flags.f_contiguous and not a.flags.c_contiguous:
+        raise LatentUnsupportedError(f"{path}: Fortran-order arrays are not supported; save with np.ascontiguousarray")
+    return torch.from_numpy(np.array(a))
+
+
+def _read_npy(path: str, keys: List[str]) -> List[torch.Tensor]:
+    if len(keys) != 1:
+        raise LatentSchemaError(f"{path}: key '{keys[1]}': an .npy file holds one array; use .npz or .pt "
+                                "for several keys")
+    return [_c_order(path, np.load(path, mmap_mode="r", allow_pickle=False))]
+
+
+def _read_npz(path: str, keys: List[str]) -> List[torch.Tensor]:
+    with zipfile.ZipFile(path) as zf:  # the Rust loader maps members: stored (uncompressed) only
+        deflated = [i.filename for i in zf.infolist() if i.compress_type != zipfile.ZIP_STORED]
+    with np.load(path, allow_pickle=False) as z:
+        for k in keys:
+            if k not in z.files:
+                raise LatentSchemaError(f"{path}: shard has no key {k!r} (found {sorted(z.files)})")
+            if k + ".npy" in deflated:
+                raise LatentUnsupportedError(f"{path}: key '{k}': compressed .npz members are not supported; "
+                                             "save with np.savez")
+        return [_c_order(path, z[k]) for k in keys]
+
+
+def _read_pt(path: str, keys: List[str]) -> List[torch.Tensor]:
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    arrays = []
+    for k in keys:
+        t = _find_tensor(obj, k)
+        if t is None:
+            found = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+            raise LatentSchemaError(f"{path}: shard has no key {k!r} (found {found})")
+        if not t.is_contiguous():
+            raise LatentSchemaError(f"{path}: key '{k}': tensor is not C-contiguous (size {list(t.shape)}, "
+                                    f"stride {list(t.stride())}); save it with .contiguous()")
+        arrays.append(t)
+    return arrays
+
+
 def _read_shard(path: str, keys: List[str]) -> List[torch.Tensor]:
     """The arrays ``keys`` of one shard (``.pt``/``.pth`` by torch.load(weights_only=True), ``.npy``, ``.npz``)."""
-    ext = os.path.splitext(path)[1].lower()
-
-    def c_order(a: np.ndarray) -> torch.Tensor:  # the Rust loader refuses Fortran-order arrays
-        if a.ndim > 1 and a.flags.f_contiguous and not a.flags.c_contiguous:
-            raise LatentUnsupportedError(f"{path}: Fortran-order arrays are not supported; save with "
-                                         "np.ascontiguousarray")
-        return torch.from_numpy(np.array(a))
-
+    read = {".npy": _read_npy, ".npz": _read_npz}.get(os.path.splitext(path)[1].lower(), _read_pt)
     try:
-        if ext == ".npy":
-            if len(keys) != 1:
-                raise LatentSchemaError(f"{path}: key '{keys[1]}': an .npy file holds one array; use .npz or .pt "
-                                        "for several keys")
-            arrays = [c_order(np.load(path, mmap_mode="r", allow_pickle=False))]
-        elif ext == ".npz":
-            with zipfile.ZipFile(path) as zf:  # the Rust loader maps members: stored (uncompressed) only
-                deflated = [i.filename for i in zf.infolist() if i.compress_type != zipfile.ZIP_STORED]
-            with np.load(path, allow_pickle=False) as z:
-                for k in keys:
-                    if k not in z.files:
-                        raise LatentSchemaError(f"{path}: shard has no key {k!r} (found {sorted(z.files)})")
-                    if k + ".npy" in deflated:
-                        raise LatentUnsupportedError(f"{path}: key '{k}': compressed .npz members are not supported; "
-                                                     "save with np.savez")
-                arrays = [c_order(z[k]) for k in keys]
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-            arrays = []
-            for k in keys:
-                t = _find_tensor(obj, k)
-                if t is None:
-                    found = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
-                    raise LatentSchemaError(f"{path}: shard has no key {k!r} (found {found})")
-                if not t.is_contiguous():
-                    raise LatentSchemaError(f"{path}: key '{k}': tensor is not C-contiguous (size "
-                                            f"{list(t.shape)}, stride {list(t.stride())}); save it with .contiguous()")
-                arrays.append(t)
+        arrays = read(path, keys)
     except LatentDataError:
         raise
     except FileNotFoundError as exc:
         raise LatentShardNotFoundError(f"{path}: {exc.strerror} (os error {exc.errno})") from exc
     except Exception as exc:
         raise LatentShardReadError(f"{path}: cannot read latent shard: {type(exc).__name__}: {exc}") from exc
-    for k, t in zip(keys, arrays):
+    for k, t in zip(keys, arrays, strict=True):
         if t.dim() == 0:
             raise LatentSchemaError(f"{path}: key '{k}': tensor is 0-d; a shard tensor needs a leading sample "
                                     "dimension")
@@ -187,7 +205,7 @@ class TorchLatentShardLoader:
                 arrays = _read_shard(path, keys)
                 these = [(t.dtype, tuple(t.shape[1:])) for t in arrays]
                 if schema is not None:
-                    for k, (dt, shape), (dt0, shape0) in zip(keys, these, schema):
+                    for k, (dt, shape), (dt0, shape0) in zip(keys, these, schema, strict=True):
                         if dt != dt0 or shape != shape0:
                             raise LatentSchemaError(
                                 f"{path}: key '{k}': is {str(dt).replace('torch.', '')} {list(shape)} per sample but "
@@ -206,7 +224,7 @@ class TorchLatentShardLoader:
             raise LatentDataError(f"no readable shard among {len(self.paths)} paths")
         #: ``{key: all rows of the readable shards, concatenated}``.
         self.data: Dict[str, torch.Tensor] = {k: torch.cat([p[i] for p in parts]) for i, k in enumerate(keys)}
-        self._fields = [(k, dt, shape) for k, (dt, shape) in zip(keys, schema)]
+        self._fields = [(k, dt, shape) for k, (dt, shape) in zip(keys, schema, strict=True)]
         self._epoch = 0
         self._resume_batch = 0
         self._next_batch = 0

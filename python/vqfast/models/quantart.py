@@ -70,7 +70,7 @@ class BaseVQGAN(VQModel):
             sd = read_stage1_state_dict(ckpt_quantize, "ckpt_quantize")
             sub = _take_prefix(sd, "quantize.")
             _require_keys(sub, _loadable_keys(self.quantize), ckpt_quantize, "ckpt_quantize", "quantize.")
-            self.quantize.load_state_dict(sub, strict=False)
+            self.quantize.load_state_dict(sub, strict=True)
             log.info("BaseVQGAN: quantizer loaded from %s", ckpt_quantize)
 
     def encode(self, x: torch.Tensor):
@@ -251,7 +251,7 @@ def _load_parts(parts: Sequence[tuple[nn.Module, str]], sd: Mapping[str, torch.T
                                     + "; ".join(bad[:5]))
     for target, _, sub in subs:
         own = target.state_dict()
-        target.load_state_dict({k: v for k, v in sub.items() if k in own}, strict=False)
+        target.load_state_dict({k: v for k, v in sub.items() if k in own}, strict=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------

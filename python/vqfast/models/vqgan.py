@@ -85,7 +85,7 @@ class VQModel(nn.Module):
                 del sd[key]
             elif key.startswith("loss.") and not hasattr(self, "loss"):
                 del sd[key]
-        result = self.load_state_dict(sd, strict=False)
+        result = self.load_state_dict(sd, strict=True)
         if result.missing_keys:
             log.warning("VQModel.init_from_ckpt: %d missing keys, e.g. %s", len(result.missing_keys),
                         result.missing_keys[:3])

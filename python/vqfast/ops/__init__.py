@@ -4,8 +4,8 @@ straight-through/loss and codebook-health steps). Each op = Triton kernel (vqfas
 from vqfast.ops import reference
 from vqfast.ops._dispatch import BACKENDS, resolve_backend, triton_available
 from vqfast.ops.channel_stats import channel_stats
-from vqfast.ops.ema_update import ema_update_
 from vqfast.ops.codebook_health import codebook_health_
+from vqfast.ops.ema_update import ema_update_
 from vqfast.ops.nearest_code import PRECISIONS, nearest_code, nearest_code_tolerance
 from vqfast.ops.vq_straight_through import vq_straight_through
 

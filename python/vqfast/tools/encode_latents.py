@@ -20,8 +20,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from vqfast.loaders.clips import IMAGE_EXTS, load_frame
 from vqfast.errors import VQFastError
+from vqfast.loaders.clips import IMAGE_EXTS, load_frame
 
 log = logging.getLogger("vqfast")
 
@@ -62,7 +62,7 @@ def load_image(path: Path, size: int) -> torch.Tensor:
 
 
 def encode_folders(vae, domains: list[tuple[str, Path]], out: Path, *, size: int = 256, batch_size: int = 8,
-                   shard_size: int = 1024, mode: str = "mean", device: torch.device = torch.device("cpu"),
+                   shard_size: int = 1024, mode: str = "mean", device: torch.device | str = "cpu",
                    seed: int = 0) -> list[Path]:
     """Encode every image of every domain; returns the shard paths. ``vae`` is a diffusers AutoencoderKL."""
     if size % 8:

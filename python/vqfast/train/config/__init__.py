@@ -1,7 +1,13 @@
 """Family-agnostic configuration: sources (files, ``cpu_overrides``, ``--set``) → raw dict → typed dataclass."""
 from vqfast.train.config.schema import bounded, build, problems
-from vqfast.train.config.sections import (ImageDataSection, OptimSection, PerceptualSection, RunConfig,
-                                          ScaledLRSection, TrainSection)
+from vqfast.train.config.sections import (
+                                          ImageDataSection,
+                                          OptimSection,
+                                          PerceptualSection,
+                                          RunConfig,
+                                          ScaledLRSection,
+                                          TrainSection,
+)
 from vqfast.train.config.sources import shipped_configs, to_yaml
 
 __all__ = ["bounded", "build", "problems", "ImageDataSection", "OptimSection", "PerceptualSection", "RunConfig",

@@ -83,40 +83,47 @@ def _discriminated(members: list[type], value: dict, key: str, errors: list[str]
     return None
 
 
-def _coerce(value: Any, tp: Any, key: str, errors: list[str]) -> Any:
-    origin = typing.get_origin(tp)
-    bad = f"{key}={value!r}: expected {_type_name(tp)}"
-    if origin in (Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None and len(args) < len(typing.get_args(tp)):
-            return None
-        if args and all(dataclasses.is_dataclass(a) for a in args):
-            if not isinstance(value, dict):
-                errors.append(f"{key}: expected a mapping with a 'type' key, got {value!r}")
-                return None
-            return _discriminated(args, value, key, errors)
-        for arg in args:
-            trial: list[str] = []
-            out = _coerce(value, arg, key, trial)
-            if not trial:
-                return out
-        errors.append(bad)
-        return value
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            errors.append(f"{key}={value!r}: allowed values are "
-                          f"{', '.join(repr(a) for a in typing.get_args(tp))}")
-        return value
-    if origin in (list, tuple):
-        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
-        if not isinstance(value, (list, tuple)):
-            errors.append(bad)
-            return value
-        return [_coerce(v, args[0], f"{key}[{i}]", errors) if args else v for i, v in enumerate(value)]
-    if origin is dict or tp is dict:
+def _coerce_union(value: Any, tp: Any, key: str, errors: list[str]) -> Any:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if value is None and len(args) < len(typing.get_args(tp)):
+        return None
+    if args and all(dataclasses.is_dataclass(a) for a in args):
         if not isinstance(value, dict):
-            errors.append(bad)
+            errors.append(f"{key}: expected a mapping with a 'type' key, got {value!r}")
+            return None
+        return _discriminated(args, value, key, errors)
+    for arg in args:
+        trial: list[str] = []
+        out = _coerce(value, arg, key, trial)
+        if not trial:
+            return out
+    errors.append(f"{key}={value!r}: expected {_type_name(tp)}")
+    return value
+
+
+def _coerce_literal(value: Any, tp: Any, key: str, errors: list[str]) -> Any:
+    if value not in typing.get_args(tp):
+        errors.append(f"{key}={value!r}: allowed values are {', '.join(repr(a) for a in typing.get_args(tp))}")
+    return value
+
+
+def _coerce_list(value: Any, tp: Any, key: str, errors: list[str]) -> Any:
+    args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+    if not isinstance(value, (list, tuple)):
+        errors.append(f"{key}={value!r}: expected {_type_name(tp)}")
         return value
+    return [_coerce(v, args[0], f"{key}[{i}]", errors) if args else v for i, v in enumerate(value)]
+
+
+_BY_ORIGIN = {Union: _coerce_union, types.UnionType: _coerce_union, Literal: _coerce_literal, list: _coerce_list,
+              tuple: _coerce_list}
+
+
+def _coerce(value: Any, tp: Any, key: str, errors: list[str]) -> Any:
+    """``value`` as type ``tp`` (appending a message to ``errors`` when it is not one)."""
+    by_origin = _BY_ORIGIN.get(typing.get_origin(tp))
+    if by_origin is not None:
+        return by_origin(value, tp, key, errors)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             errors.append(f"{key}: expected a mapping of {tp.__name__} keys, got {value!r}")
@@ -124,9 +131,9 @@ def _coerce(value: Any, tp: Any, key: str, errors: list[str]) -> Any:
         return from_dict(tp, value, errors, prefix=key + ".")
     if tp is Any:
         return value
-    ok, out = _scalar(value, tp)
+    ok, out = (isinstance(value, dict), value) if tp is dict or typing.get_origin(tp) is dict else _scalar(value, tp)
     if not ok:
-        errors.append(bad)
+        errors.append(f"{key}={value!r}: expected {_type_name(tp)}")
     return out
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 
 from vqfast.data import make_images, make_video_folders
+from vqfast.errors import DataError, DataNotFoundError, FrameDecodeError
 from vqfast.loaders import PyVideoClipLoader
 from vqfast.loaders import frames_to_model_input as py_frames_to_model_input
-from vqfast.errors import DataError, DataNotFoundError, FrameDecodeError
 
 log = logging.getLogger("vqfast")
 

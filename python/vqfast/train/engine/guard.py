@@ -55,7 +55,7 @@ class StepGuard:
         skipped = bool(self.bad_optimizers)
         if skipped and self._saved is not None:
             with torch.no_grad():
-                for b, s in zip(self._buffers, self._saved):
+                for b, s in zip(self._buffers, self._saved, strict=True):
                     b.copy_(s)
         self._saved = None
         return skipped
@@ -94,7 +94,7 @@ def nonfinite_terms(logs: dict[str, torch.Tensor]) -> list[str]:
     if not keys:
         return []
     finite = torch.isfinite(torch.stack([logs[k].detach().float().reshape(()) for k in keys])).tolist()
-    return [k for k, ok in zip(keys, finite) if not ok]
+    return [k for k, ok in zip(keys, finite, strict=True) if not ok]
 
 
 def describe(step: int, optimizers: Iterable[str], terms: list[str]) -> str:

@@ -33,7 +33,7 @@ class RunningMeans:
         keys = list(self.sums)
         values = (torch.stack([self.sums[k] / self.counts[k] for k in keys]).tolist() if keys else [])  # one sync
         self.sums, self.counts, self.steps = {}, {}, 0
-        return dict(zip(keys, values))
+        return dict(zip(keys, values, strict=True))
 
 
 def _clean(v):

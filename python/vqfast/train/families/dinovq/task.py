@@ -153,7 +153,7 @@ class DinoVQTask(TaskBase):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], step: int) -> Logs:
         x, feats = batch
         accum = self.cfg.train.micro_batches()
-        chunks = list(zip(x.chunk(accum), feats.chunk(accum)))  # micro-batches
+        chunks = list(zip(x.chunk(accum), feats.chunk(accum), strict=True))  # micro-batches
         recons: list[torch.Tensor] = []
         model = self.model
 

@@ -133,7 +133,7 @@ class QuantArtStage2Task(TaskBase):
         """One G step (opt_ae) and one D step (opt_disc); returns detached 0-dim tensors (no host sync)."""
         content, style = batch  # (B, 3, H, W) each
         accum = self.cfg.train.micro_batches()
-        pairs = list(zip(content.chunk(accum), style.chunk(accum)))
+        pairs = list(zip(content.chunk(accum), style.chunk(accum), strict=True))
         kept: list[tuple[torch.Tensor, torch.Tensor]] = []
 
         def generator(k: int, pair):
@@ -193,4 +193,4 @@ class QuantArtStage2Task(TaskBase):
         if writer is not None:
             writer.image("samples/content|style|stylised", image, step)
         keys = ("val/total_loss", "val/reverse_loss", "val/style_loss")
-        return dict(zip(keys, torch.stack([part[k].float() for k in keys]).tolist()))
+        return dict(zip(keys, torch.stack([part[k].float() for k in keys]).tolist(), strict=True))

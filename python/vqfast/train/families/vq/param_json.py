@@ -69,6 +69,35 @@ def translate_if_param_json(obj: dict, where: str) -> dict | None:
 def translate(obj: dict, where: str) -> dict[str, Any]:
     errors: list[str] = []
     out: dict[str, Any] = {"model": {}, "loss": {}, "train": {}, "data": {}}
+    canonical = _model_type(obj, errors, where)
+    model_args = dict(obj.get("model_args") or {})
+    taming = canonical in ("vqgan", "emavq")
+    if taming:
+        _translate_taming(model_args, canonical, out, errors, where)
+    elif canonical == "vqvae2":
+        if "scaling_rates" in obj:
+            model_args.setdefault("scaling_rates", obj["scaling_rates"])
+        _translate_vqvae2(model_args, out, errors, where)
+    else:
+        _translate_vqvae(model_args, out, errors, where)
+    if not taming:
+        out["loss"].update(kind="mse", vq_weight=1.0)  # the pipeline: total = recon + vq_loss
+        out["train"].update(lr=float((obj.get("train_args") or {}).get("lr", 1e-3)), betas=[0.9, 0.999],
+                            scale_lr=False)
+    _translate_train(dict(obj.get("train_args") or {}), out, errors, where, taming)
+    _translate_data(dict(obj.get("data_args") or {}), out, errors, where)
+    for key in ("run_dir", "seed", "backend", "cpu_overrides"):
+        if key in obj:
+            out[key] = obj[key]
+    for key in ("perceptual", "data"):
+        if key in obj:
+            out.setdefault(key, {}).update(obj[key])
+    _fail(errors, where)
+    return out
+
+
+def _model_type(obj: dict, errors: list[str], where: str) -> str:
+    """The vqfast model.type of ``obj['model_type']``; unknown top-level keys go to ``errors``."""
     known_top = {"model_type", "model_args", "train_args", "data_args", "scaling_rates", "run_dir", "seed",
                  "backend", "perceptual", "data", "cpu_overrides"} | _IGNORED_TOP
     for key in obj:
@@ -79,81 +108,65 @@ def translate(obj: dict, where: str) -> dict[str, Any]:
     if "model_type" not in obj:
         errors.append(f"missing 'model_type' in {where} (the original default 'VqVae2' is not registered either)")
         _fail(errors, where)
-    model_type = obj["model_type"]
-    canonical = MODEL_TYPES.get(normalize_name(model_type))
+    canonical = MODEL_TYPES.get(normalize_name(obj["model_type"]))
     if canonical is None:
-        raise ConfigError(f"model_type={model_type!r} in {where}: a param.json describes the seed-002 VQ pipeline; "
-                          f"allowed (case-insensitive): {', '.join(sorted(set(MODEL_TYPES)))}; other families "
-                          "take a vqfast YAML config")
-    model_args = dict(obj.get("model_args") or {})
-    train_args = dict(obj.get("train_args") or {})
-    data_args = dict(obj.get("data_args") or {})
-    taming = canonical in ("vqgan", "emavq")
+        raise ConfigError(f"model_type={obj['model_type']!r} in {where}: a param.json describes the seed-002 VQ "
+                          f"pipeline; allowed (case-insensitive): {', '.join(sorted(set(MODEL_TYPES)))}; other "
+                          "families take a vqfast YAML config")
+    return canonical
+
+
+def _translate_taming(model_args: dict, canonical: str, out: dict, errors: list[str], where: str) -> None:
     model = out["model"]
-    if taming:
-        variant = str(model_args.get("model_variant", "VQModel"))
-        if variant.lower() not in ("vqmodel", "emavq"):
-            errors.append(f"model_args.model_variant={variant!r} in {where}: allowed 'VQModel', 'EMAVQ'")
-        model["type"] = "emavq" if (variant.lower() == "emavq" or canonical == "emavq") else "vqgan"
-        for key, value in model_args.items():
-            if key not in _TAMING_ARGS:
-                errors.append(f"unknown key model_args.{key!r} in {where} (allowed: {', '.join(sorted(_TAMING_ARGS))})")
-            elif key in ("n_embed", "embed_dim", "ckpt_path", "ignore_keys", "beta", "legacy"):
-                model[key] = value
-            elif key == "ddconfig":
-                model["ddconfig"] = dict(value)
-        model.setdefault("n_embed", 1024)
-        model.setdefault("embed_dim", 256)
-        lossconfig = model_args.get("lossconfig") or {}
-        target = lossconfig.get("target", "taming.modules.losses.vqperceptual.VQLPIPSWithDiscriminator")
-        if target not in LOSS_TARGETS:
-            errors.append(f"model_args.lossconfig.target={target!r} in {where}: allowed {', '.join(LOSS_TARGETS)}")
-        else:
-            out["loss"]["kind"] = LOSS_TARGETS[target]
-        params = dict(lossconfig.get("params") or {})
-        if not lossconfig:  # pipeline default lossconfig (SPEC §3.1)
-            in_ch = (model.get("ddconfig") or {}).get("in_channels", 3)
-            params = {"disc_conditional": False, "disc_in_channels": in_ch, "disc_start": 10000,
-                      "disc_weight": 0.8, "codebook_weight": 1.0}
-        out["loss"].update(params)
-        out["train"]["lr"] = float(model_args.get("learning_rate") or model_args.get("lr") or 1e-4)
-        out["train"]["scale_lr"] = False
-    elif canonical == "vqvae2":
-        model["type"] = "vqvae2"
-        if "scaling_rates" in obj:
-            model_args.setdefault("scaling_rates", obj["scaling_rates"])
-        for key, value in model_args.items():
-            if key in _VQVAE2_RENAME:
-                model[_VQVAE2_RENAME[key]] = value
-            else:
-                errors.append(f"unknown key model_args.{key!r} in {where} (VQVAE2 allows: "
-                              f"{', '.join(sorted(_VQVAE2_RENAME))})")
+    variant = str(model_args.get("model_variant", "VQModel"))
+    if variant.lower() not in ("vqmodel", "emavq"):
+        errors.append(f"model_args.model_variant={variant!r} in {where}: allowed 'VQModel', 'EMAVQ'")
+    model["type"] = "emavq" if (variant.lower() == "emavq" or canonical == "emavq") else "vqgan"
+    for key, value in model_args.items():
+        if key not in _TAMING_ARGS:
+            errors.append(f"unknown key model_args.{key!r} in {where} (allowed: {', '.join(sorted(_TAMING_ARGS))})")
+        elif key in ("n_embed", "embed_dim", "ckpt_path", "ignore_keys", "beta", "legacy"):
+            model[key] = value
+        elif key == "ddconfig":
+            model["ddconfig"] = dict(value)
+    model.setdefault("n_embed", 1024)
+    model.setdefault("embed_dim", 256)
+    lossconfig = model_args.get("lossconfig") or {}
+    target = lossconfig.get("target", "taming.modules.losses.vqperceptual.VQLPIPSWithDiscriminator")
+    if target not in LOSS_TARGETS:
+        errors.append(f"model_args.lossconfig.target={target!r} in {where}: allowed {', '.join(LOSS_TARGETS)}")
     else:
-        model["type"] = "vqvae"
-        for key, value in model_args.items():
-            if key in _VQVAE_KEYS:
-                model[key] = value
-            elif key in _VQVAE_UNUSED:
-                log.info("param.json: model_args.%s is unused by VqVae (as in the original)", key)
-            else:
-                errors.append(f"unknown key model_args.{key!r} in {where} (VqVae allows: "
-                              f"{', '.join(sorted(_VQVAE_KEYS | _VQVAE_UNUSED))})")
-    if not taming:
-        out["loss"]["kind"] = "mse"
-        out["loss"]["vq_weight"] = 1.0  # the pipeline: total = recon + vq_loss
-        out["train"]["lr"] = float(train_args.get("lr", 1e-3))
-        out["train"]["betas"] = [0.9, 0.999]
-        out["train"]["scale_lr"] = False
-    _translate_train(train_args, out, errors, where, taming)
-    _translate_data(data_args, out, errors, where)
-    for key in ("run_dir", "seed", "backend", "cpu_overrides"):
-        if key in obj:
-            out[key] = obj[key]
-    for key in ("perceptual", "data"):
-        if key in obj:
-            out.setdefault(key, {}).update(obj[key])
-    _fail(errors, where)
-    return out
+        out["loss"]["kind"] = LOSS_TARGETS[target]
+    params = dict(lossconfig.get("params") or {})
+    if not lossconfig:  # the pipeline's default lossconfig
+        in_ch = (model.get("ddconfig") or {}).get("in_channels", 3)
+        params = {"disc_conditional": False, "disc_in_channels": in_ch, "disc_start": 10000,
+                  "disc_weight": 0.8, "codebook_weight": 1.0}
+    out["loss"].update(params)
+    out["train"]["lr"] = float(model_args.get("learning_rate") or model_args.get("lr") or 1e-4)
+    out["train"]["scale_lr"] = False
+
+
+def _translate_vqvae2(model_args: dict, out: dict, errors: list[str], where: str) -> None:
+    out["model"]["type"] = "vqvae2"
+    for key, value in model_args.items():
+        if key in _VQVAE2_RENAME:
+            out["model"][_VQVAE2_RENAME[key]] = value
+        else:
+            errors.append(f"unknown key model_args.{key!r} in {where} (VQVAE2 allows: "
+                          f"{', '.join(sorted(_VQVAE2_RENAME))})")
+
+
+def _translate_vqvae(model_args: dict, out: dict, errors: list[str], where: str) -> None:
+    out["model"]["type"] = "vqvae"
+    for key, value in model_args.items():
+        if key in _VQVAE_KEYS:
+            out["model"][key] = value
+        elif key in _VQVAE_UNUSED:
+            log.info("param.json: model_args.%s is unused by VqVae (as in the original)", key)
+        else:
+            errors.append(f"unknown key model_args.{key!r} in {where} (VqVae allows: "
+                          f"{', '.join(sorted(_VQVAE_KEYS | _VQVAE_UNUSED))})")
 
 
 def _translate_train(args: dict, out: dict, errors: list[str], where: str, taming: bool) -> None:
