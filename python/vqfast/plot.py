@@ -1,8 +1,9 @@
 """Draw training curves from a run directory's ``epochs.jsonl`` (epoch means) or ``metrics.jsonl`` to a PNG.
 
-    python -m vqfast.plot RUN_DIR [--file epochs|metrics] [--keys d_loss,g_loss,...] [--out curves.png]
+    python -m vqfast.plot RUN_DIR [--file epochs|metrics] [--keys train/total_loss,val/psnr,...] [--out curves.png]
 
-One panel per scalar. Uses matplotlib when installed, else a small PIL renderer (no extra dependency).
+One matplotlib panel per scalar (every loss, lr, codebook usage, validation metric the run logged, unless
+``--keys`` names some; throughput is left out).
 """
 from __future__ import annotations
 
@@ -14,13 +15,14 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from vqfast.errors import VQFastError
+
 log = logging.getLogger("vqfast")
 
-DEFAULT_KEYS = ("d_loss", "g_loss", "g_adv", "sty", "ds", "cyc", "id", "r1", "lambda_ds")
-_SKIP = {"step", "epoch", "steps", "partial", "time"}
+_SKIP = {"step", "epoch", "steps", "partial", "time", "samples_per_s", "steps_per_s", "stopped_by_signal"}
 
 
-class PlotError(ValueError):
+class PlotError(VQFastError, ValueError):
     """The run directory / file holds nothing to plot, or a requested key is absent."""
 
 
@@ -42,7 +44,7 @@ def _number(v) -> Optional[float]:
 
 
 def collect_series(records: Sequence[dict], keys: Optional[Sequence[str]], x_key: str) -> dict[str, list]:
-    """{key: [(x, y), ...]} for the requested keys (default: the StarGAN scalars present, else every numeric key)."""
+    """{key: [(x, y), ...]} for the requested keys (default: every numeric scalar present)."""
     present = [k for r in records for k in r if k not in _SKIP and _number(r[k]) is not None]
     present = list(dict.fromkeys(present))
     if keys:
@@ -51,7 +53,7 @@ def collect_series(records: Sequence[dict], keys: Optional[Sequence[str]], x_key
             raise PlotError(f"keys {missing} not found; available: {', '.join(present) or 'none'}")
         chosen = list(keys)
     else:
-        chosen = [k for k in DEFAULT_KEYS if k in present] or present
+        chosen = present
     series: dict[str, list] = {}
     for i, r in enumerate(records):
         x = _number(r.get(x_key))
@@ -65,7 +67,7 @@ def collect_series(records: Sequence[dict], keys: Optional[Sequence[str]], x_key
     return series
 
 
-def _plot_matplotlib(series: dict[str, list], x_label: str, out: Path, title: str) -> None:
+def _plot(series: dict[str, list], x_label: str, out: Path, title: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -74,7 +76,7 @@ def _plot_matplotlib(series: dict[str, list], x_label: str, out: Path, title: st
     cols = min(3, n)
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False)
-    for ax, (k, pts) in zip(axes.flat, series.items(), strict=True):
+    for ax, (k, pts) in zip(axes.flat, series.items(), strict=False):  # the grid may have empty panels
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if len(pts) < 30 else None, lw=1.2)
         ax.set_title(k)
         ax.set_xlabel(x_label)
@@ -87,38 +89,6 @@ def _plot_matplotlib(series: dict[str, list], x_label: str, out: Path, title: st
     plt.close(fig)
 
 
-def _plot_pil(series: dict[str, list], x_label: str, out: Path, title: str) -> None:
-    from PIL import Image, ImageDraw
-
-    n = len(series)
-    cols = min(3, n)
-    rows = math.ceil(n / cols)
-    pw, ph, top = 360, 240, 28
-    img = Image.new("RGB", (cols * pw, rows * ph + top), "white")
-    draw = ImageDraw.Draw(img)
-    draw.text((8, 8), title, fill="black")
-    for i, (k, pts) in enumerate(series.items()):
-        r, c = divmod(i, cols)
-        x0, y0 = c * pw + 50, top + r * ph + 22
-        w, h = pw - 70, ph - 60
-        draw.rectangle([x0, y0, x0 + w, y0 + h], outline="gray")
-        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-        xmin, xmax = min(xs), max(xs)
-        ymin, ymax = min(ys), max(ys)
-        xspan, yspan = (xmax - xmin) or 1.0, (ymax - ymin) or 1.0
-        coords = [(x0 + (x - xmin) / xspan * w, y0 + h - (y - ymin) / yspan * h) for x, y in pts]
-        if len(coords) > 1:
-            draw.line(coords, fill=(31, 119, 180), width=2)
-        for cx, cy in coords if len(coords) < 30 else []:
-            draw.ellipse([cx - 2, cy - 2, cx + 2, cy + 2], fill=(31, 119, 180))
-        draw.text((x0, y0 - 16), k, fill="black")
-        draw.text((x0 - 46, y0 - 4), f"{ymax:.3g}", fill="black")
-        draw.text((x0 - 46, y0 + h - 8), f"{ymin:.3g}", fill="black")
-        draw.text((x0, y0 + h + 4), f"{xmin:g}", fill="black")
-        draw.text((x0 + w - 40, y0 + h + 4), f"{xmax:g} {x_label}", fill="black")
-    img.save(out, format="PNG")
-
-
 def _auto_file(run_dir: Path) -> str:
     """epochs.jsonl once a run has a few epochs (smooth means), else metrics.jsonl (per logged step)."""
     epochs = run_dir / "epochs.jsonl"
@@ -128,7 +98,7 @@ def _auto_file(run_dir: Path) -> str:
 
 
 def plot_run(source: str | Path, *, file: str = "auto", keys: Optional[Sequence[str]] = None,
-             out: Optional[str | Path] = None, backend: str = "auto") -> Path:
+             out: Optional[str | Path] = None) -> Path:
     """Plot ``source`` (a run dir or a .jsonl file) to ``out`` (default ``<run>/<file>_curves.png``).
 
     file="auto" picks epochs.jsonl when the run has >= 3 epochs, else metrics.jsonl; every numeric scalar
@@ -137,8 +107,6 @@ def plot_run(source: str | Path, *, file: str = "auto", keys: Optional[Sequence[
         raise PlotError(f"file={file!r}; allowed: 'auto', 'epochs', 'metrics'")
     if file == "auto":
         file = _auto_file(Path(source)) if Path(source).is_dir() else "metrics"
-    if backend not in ("auto", "matplotlib", "pil"):
-        raise PlotError(f"backend={backend!r}; allowed: 'auto', 'matplotlib', 'pil'")
     src = Path(source)
     path = src if src.is_file() else src / f"{file}.jsonl"
     if not path.is_file():
@@ -149,15 +117,8 @@ def plot_run(source: str | Path, *, file: str = "auto", keys: Optional[Sequence[
     x_key = "epoch" if path.stem.startswith("epochs") else "step"
     series = collect_series(records, keys, x_key)
     out = Path(out) if out else path.with_name(f"{path.stem}_curves.png")
-    use_mpl = backend == "matplotlib"
-    if backend == "auto":
-        try:
-            import matplotlib  # noqa: F401
-            use_mpl = True
-        except ImportError:
-            use_mpl = False
-    (_plot_matplotlib if use_mpl else _plot_pil)(series, x_key, out, str(path))
-    log.info("plotted %d curves from %s to %s (%s)", len(series), path, out, "matplotlib" if use_mpl else "PIL")
+    _plot(series, x_key, out, str(path))
+    log.info("plotted %d curves from %s to %s", len(series), path, out)
     return out
 
 
@@ -167,14 +128,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--file", choices=("auto", "epochs", "metrics"), default="auto",
                     help="which file of the run directory (default: epochs.jsonl once the run has >= 3 epochs, "
                          "else metrics.jsonl)")
-    ap.add_argument("--keys", default=None, help="comma-separated scalars (default: the StarGAN losses present)")
+    ap.add_argument("--keys", default=None, help="comma-separated scalars (default: every scalar logged)")
     ap.add_argument("--out", default=None, help="output PNG")
-    ap.add_argument("--backend", choices=("auto", "matplotlib", "pil"), default="auto")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        out = plot_run(args.source, file=args.file, keys=args.keys.split(",") if args.keys else None,
-                       out=args.out, backend=args.backend)
+        out = plot_run(args.source, file=args.file, keys=args.keys.split(",") if args.keys else None, out=args.out)
     except PlotError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 import collections
 import io
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -176,7 +177,7 @@ def test_legacy_format(tmp_path):
            "bf": torch.randn(4).bfloat16(), "meta": [1, "a", None], "p": torch.nn.Parameter(torch.ones(2))}
     got, _, path = roundtrip(tmp_path, obj, name="legacy.pt", _use_new_zipfile_serialization=False)
     assert got["x"].untyped_storage().data_ptr() == got["t"].untyped_storage().data_ptr()
-    raw = open(path, "rb").read()
+    raw = Path(path).read_bytes()
     for cut in (20, 140, len(raw) // 2, len(raw) - 3):
         p = str(tmp_path / f"legacy_cut{cut}.pt")
         with open(p, "wb") as f:

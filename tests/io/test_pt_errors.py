@@ -5,6 +5,7 @@ import os
 import pickle
 import random
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -31,7 +32,7 @@ def rewrite(src: str, dst: str, *, replace=None, compress=()):
 
 
 def test_truncation_at_every_entry_boundary(good, tmp_path):
-    raw = open(good, "rb").read()
+    raw = Path(good).read_bytes()
     cuts = set()
     with zipfile.ZipFile(good) as z:
         for info in z.infolist():
@@ -73,7 +74,7 @@ def test_byte_flips_in_data_pkl(good, tmp_path):
 
 
 def test_random_fuzz_whole_file(good, tmp_path):
-    raw = open(good, "rb").read()
+    raw = Path(good).read_bytes()
     rng = random.Random(1)
     p = str(tmp_path / "fuzz.pt")
     for _ in range(300):

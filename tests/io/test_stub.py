@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 import os
+from pathlib import Path
 
 import vqfast
 import vqfast._io as native
@@ -12,7 +13,7 @@ def _stub_names():
     path = os.path.join(os.path.dirname(vqfast.__file__), "_io.pyi")
     if not os.path.exists(path):  # an installed wheel without the stub next to the module
         path = os.path.join(os.path.dirname(__file__), "..", "..", "python", "vqfast", "_io.pyi")
-    tree = ast.parse(open(path).read())
+    tree = ast.parse(Path(path).read_text())
     top, methods = set(), {}
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.ClassDef)):

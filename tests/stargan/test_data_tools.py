@@ -105,19 +105,23 @@ def test_shipped_config_loads_with_seed_keys():
         load_config("stargan_v2_latent", ["train.batch_sz=2"])
 
 
-def test_plot_epochs_with_pil(tmp_path):
+def test_plot_draws_every_logged_scalar_with_matplotlib(tmp_path):
     from PIL import Image
 
-    from vqfast.plot import PlotError, main, plot_run
+    from vqfast.plot import PlotError, collect_series, main, plot_run
 
     rows = [{"epoch": e, "step": 10 * e, "d_loss": 2.0 - 0.1 * e, "g_loss": 3.0 / (e + 1), "r1": 0.01,
-             "partial": False} for e in range(5)]
+             "samples_per_s": 100.0, "partial": False} for e in range(5)]
     (tmp_path / "epochs.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    out = plot_run(tmp_path, backend="pil")
-    assert out == tmp_path / "epochs_curves.png" and Image.open(out).size[0] > 300
-    assert main([str(tmp_path), "--keys", "d_loss", "--out", str(tmp_path / "d.png"), "--backend", "pil"]) == 0
+    assert set(collect_series(rows, None, "epoch")) == {"d_loss", "g_loss", "r1"}  # throughput left out
+    out = plot_run(tmp_path)
+    with Image.open(out) as im:
+        assert out == tmp_path / "epochs_curves.png" and im.size == (1200, 280)  # 3 panels, 100 dpi
+    assert main([str(tmp_path), "--keys", "d_loss", "--out", str(tmp_path / "d.png")]) == 0
+    with Image.open(tmp_path / "d.png") as im:
+        assert im.size == (400, 280)
     with pytest.raises(PlotError, match="not found"):
-        plot_run(tmp_path, keys=["nope"], backend="pil")
+        plot_run(tmp_path, keys=["nope"])
     assert main([str(tmp_path / "none")]) == 2
 
 
