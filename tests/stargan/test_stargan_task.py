@@ -146,7 +146,8 @@ def test_sample_png_latent_visualisation(tmp_path, caplog):
         assert task.sample(tmp_path, 7, None) == {}
     path = tmp_path / "samples" / "step_00000007.png"
     assert "latent-channel visualisations" in caplog.text
-    w, h = Image.open(path).size
+    with Image.open(path) as im:
+        w, h = im.size
     assert w == 3 * (32 + 2) + 2 and h == (1 + 3 * 2) * (32 + 2) + 2        # 2×2 channel tiles of 16²
 
 

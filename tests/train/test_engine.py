@@ -180,6 +180,7 @@ def test_a_second_process_on_a_locked_run_dir_exits_2_naming_the_holder(tmp_path
     finally:
         first.terminate()
         first.wait(timeout=120)
+        first.stderr.close()
     assert first.returncode == 0  # SIGTERM: checkpoint written, clean exit
 
 

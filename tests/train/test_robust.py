@@ -187,6 +187,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
     _wait_for(killed / "checkpoints" / f"step_{n // 2:08d}.pt", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
+    proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
     assert ckpt.load_latest(killed)["step"] in (n // 2,)  # killed before it reached step N
     res = subprocess.run(_cli(killed, f"train.max_steps={n}", f"train.ckpt_every={n // 2}", *data, resume=killed),

@@ -322,7 +322,7 @@ class StarGANLatentTask(TaskBase):
         self.sched_d.step()
         self.sched_g.step()
         values = (d_loss, g_loss, g_adv, sty, ds, cyc, idt, r1)
-        logs = {k: v.detach().float().reshape(()) for k, v in zip(LOG_KEYS, values, strict=True)}
+        logs = {k: v.detach().float().reshape(()) for k, v in zip(LOG_KEYS[:-1], values, strict=True)}
         logs["lambda_ds"] = torch.full((), lam, device=self.device)
         return logs
 
