@@ -1,4 +1,8 @@
-"""LPIPS (VGG16) through the ``lpips`` package, frozen and always in eval mode (SPEC.md §1.4, §6.8).
+"""LPIPS (VGG16) through the ``lpips`` package, frozen and in eval mode (SPEC.md §1.4, §6.8).
+
+Eval mode is kept even under a parent's ``.train()`` (the lin layers' Dropout(0.5) stays off), unless
+``taming_dropout=True``: then the module follows its parent's mode as in taming, where LPIPS is a child of
+the Lightning module and its dropout is live during training (SPEC §6 pitfall 8).
 
 Backbone weights cannot be downloaded by vqfast. ``backbone="imagenet"`` looks for torchvision's
 ``vgg16-397923af.pth`` at ``backbone_path`` or in ``$TORCH_HOME/hub/checkpoints`` (``torch.hub.get_dir()``)
@@ -44,11 +48,14 @@ def find_vgg16_weights(backbone_path: str | os.PathLike | None = None) -> Path:
 
 
 class LPIPS(nn.Module):
-    """``forward(x, y)`` on images in [-1, 1] → distance of shape (B, 1, 1, 1). Frozen; eval forever."""
+    """``forward(x, y)`` on images in [-1, 1] → distance of shape (B, 1, 1, 1). Frozen; eval forever unless
+    ``taming_dropout`` (then ``.train()`` turns the lin-layer dropout on, as in taming)."""
 
     def __init__(self, backbone: Literal["imagenet", "random"] = "imagenet",
-                 backbone_path: str | os.PathLike | None = None, lin_path: str | os.PathLike | None = None):
+                 backbone_path: str | os.PathLike | None = None, lin_path: str | os.PathLike | None = None,
+                 taming_dropout: bool = False):
         super().__init__()
+        self.taming_dropout = bool(taming_dropout)
         if backbone not in BACKBONES:
             raise ValueError(f"perceptual backbone {backbone!r} is not one of {BACKBONES}")
         weights = find_vgg16_weights(backbone_path) if backbone == "imagenet" else None
@@ -85,8 +92,9 @@ class LPIPS(nn.Module):
         log.info("LPIPS VGG16 backbone loaded from %s", path)
 
     def train(self, mode: bool = True) -> "LPIPS":
-        # A parent's .train() must not re-enable the lin-layer dropout (SPEC §6.8).
-        return super().train(False)
+        # A parent's .train() must not re-enable the lin-layer dropout (SPEC §6.8) unless taming's behaviour
+        # is asked for; the frozen VGG trunk has no dropout or BatchNorm, so only the lin dropout changes.
+        return super().train(bool(mode) and getattr(self, "taming_dropout", False))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.net(x, y)  # (B, 1, 1, 1)

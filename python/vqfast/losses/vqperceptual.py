@@ -88,7 +88,7 @@ class VQLPIPSWithDiscriminator(nn.Module):
                  *, perceptual_backbone: Literal["imagenet", "random"] = "imagenet",
                  perceptual_backbone_path: str | None = None, nonfinite_d_weight_to_zero: bool = True,
                  adaptive_weight_before_start: bool = True, disc_train_start: int | None = None,
-                 fast_adaptive_weight: bool = True):
+                 fast_adaptive_weight: bool = True, perceptual_taming_dropout: bool = False):
         super().__init__()
         self.fast_adaptive_weight = fast_adaptive_weight
         if disc_loss not in DISC_LOSSES:
@@ -96,7 +96,8 @@ class VQLPIPSWithDiscriminator(nn.Module):
         self.codebook_weight = codebook_weight
         self.pixel_weight = pixelloss_weight  # stored but unused, as in taming (SPEC §6.8)
         self.perceptual_weight = perceptual_weight
-        self.perceptual_loss = (LPIPS(perceptual_backbone, perceptual_backbone_path)
+        self.perceptual_loss = (LPIPS(perceptual_backbone, perceptual_backbone_path,
+                                      taming_dropout=perceptual_taming_dropout)
                                 if perceptual_weight > 0 else None)
         self.discriminator = NLayerDiscriminator(disc_in_channels, disc_ndf, disc_num_layers, use_actnorm)
         self.discriminator.apply(weights_init)

@@ -6,9 +6,10 @@ from vqfast.train.config.sections import (
                                           PerceptualSection,
                                           RunConfig,
                                           ScaledLRSection,
+                                          TamingPerceptualSection,
                                           TrainSection,
 )
 from vqfast.train.config.sources import shipped_configs, to_yaml
 
 __all__ = ["bounded", "build", "problems", "ImageDataSection", "OptimSection", "PerceptualSection", "RunConfig",
-           "ScaledLRSection", "TrainSection", "shipped_configs", "to_yaml"]
+           "ScaledLRSection", "TamingPerceptualSection", "TrainSection", "shipped_configs", "to_yaml"]

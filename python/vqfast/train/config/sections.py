@@ -161,6 +161,15 @@ class PerceptualSection:
 
 
 @dataclass
+class TamingPerceptualSection(PerceptualSection):
+    """LPIPS of taming's VQLPIPSWithDiscriminator (VQ family, QuantArt stage 1)."""
+    taming_dropout: bool = False
+    """true: LPIPS follows the trainer's train/eval mode as in taming, so its lin layers' Dropout(0.5) is live
+    while training (taming's LPIPS is a child of the Lightning module); false: LPIPS stays in eval mode (the
+    deterministic, intended metric)."""
+
+
+@dataclass
 class RunConfig:
     """Keys every config has; a family's whole config extends this with its sections."""
     run_dir: str = "runs/default"

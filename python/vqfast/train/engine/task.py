@@ -205,14 +205,19 @@ class TaskBase:
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def sample(self, run_dir: Path, step: int, writer) -> dict[str, float]:
-        """Reconstructs the held-out batch: PSNR and L1 on it, and an input | reconstruction PNG grid."""
-        x, d = self.heldout(), self.cfg.data
-        recon = self.reconstruct(x)
+    def save_grid(self, run_dir: Path, step: int, writer, x: torch.Tensor, recon: torch.Tensor) -> None:
+        """An input | reconstruction PNG grid of the first 8 held-out samples (and to TensorBoard)."""
+        d = self.cfg.data
         image = grid(x[:8], recon[:8], mean=d.mean, std=d.std)
         save_png(image, Path(run_dir) / "samples" / f"step_{step:08d}.png")
         if writer is not None:
             writer.image("samples/input|reconstruction", image, step)
+
+    def sample(self, run_dir: Path, step: int, writer) -> dict[str, float]:
+        """Reconstructs the held-out batch: PSNR and L1 on it, and an input | reconstruction PNG grid."""
+        x, d = self.heldout(), self.cfg.data
+        recon = self.reconstruct(x)
+        self.save_grid(run_dir, step, writer, x, recon)
         values = torch.stack([psnr(x, recon, d.mean, d.std), (x - recon).abs().mean()]).tolist()
         return {"val/psnr": values[0], "val/rec_loss": values[1]}
 

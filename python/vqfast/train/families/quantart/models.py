@@ -11,12 +11,15 @@ from vqfast.train.families.vq.models import load_taming_checkpoint
 log = logging.getLogger("vqfast")
 
 
-def build_stage1_model(m: Stage1ModelConfig, backend: str = "auto") -> BaseVQGAN:
+def build_stage1_model(m: Stage1ModelConfig, backend: str = "auto", init_state=None) -> BaseVQGAN:
+    """BaseVQGAN from the config, initialised from ``init_state`` (the already read ``model.ckpt_path``) or,
+    when None, from ``model.ckpt_path``."""
     model = BaseVQGAN(dict(vars(m.ddconfig)), m.n_embed, m.embed_dim, beta=m.beta, legacy=m.legacy,
                       backend=backend, use_quantize=m.use_quantize, freeze_decoder=m.freeze_decoder,
                       ckpt_quantize=m.ckpt_quantize)  # a bad ckpt_quantize raises Stage1CheckpointError
-    if m.ckpt_path is not None:
-        load_taming_checkpoint(model, m.ckpt_path, m.ignore_keys, "model.ckpt_path")
+    if init_state is not None or m.ckpt_path is not None:
+        load_taming_checkpoint(model, init_state if init_state is not None else m.ckpt_path, m.ignore_keys,
+                               "model.ckpt_path")
     return model
 
 

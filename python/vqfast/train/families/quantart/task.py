@@ -45,8 +45,8 @@ class QuantArtStage1Task(VQTask):
 
     name = "quantart_stage1"
 
-    def build_model(self) -> torch.nn.Module:
-        return build_stage1_model(self.cfg.model, self.cfg.backend)
+    def build_model(self, init_state=None) -> torch.nn.Module:
+        return build_stage1_model(self.cfg.model, self.cfg.backend, init_state)
 
     def training_step(self, x: torch.Tensor, step: int) -> Logs:
         self.model.decoder.conv_out.weight.requires_grad_(True)  # QuantArt: the adaptive weight needs it

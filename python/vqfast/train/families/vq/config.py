@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional, Union
 
-from vqfast.train.config import ImageDataSection, PerceptualSection, RunConfig, ScaledLRSection, bounded, problems
+from vqfast.train.config import (ImageDataSection, RunConfig, ScaledLRSection, TamingPerceptualSection, bounded,
+                                 problems)
 
 
 @dataclass
@@ -176,7 +177,7 @@ LossConfig = Union[VQLPIPSLossConfig, MSELossConfig]
 class VQConfig(RunConfig):
     model: ModelConfig = field(default_factory=VQGANModelConfig)
     loss: LossConfig = field(default_factory=VQLPIPSLossConfig)
-    perceptual: PerceptualSection = field(default_factory=PerceptualSection)
+    perceptual: TamingPerceptualSection = field(default_factory=TamingPerceptualSection)
     data: ImageDataSection = field(default_factory=ImageDataSection)
     train: VQTrainSection = field(default_factory=VQTrainSection)
 

@@ -1,21 +1,44 @@
-"""Builders of the VQ family's models from their typed configs."""
+"""Builders of the VQ family's models from their typed configs, and taming checkpoint reading."""
 from __future__ import annotations
 
+import logging
+from typing import Mapping, Optional
+
+import torch
 import torch.nn as nn
 
 from vqfast.errors import CheckpointError, CheckpointNotFoundError
-from vqfast.models.vqgan import EMAVQ, VQModel
+from vqfast.models.vqgan import EMAVQ, VQModel, load_state_dict_file
 from vqfast.models.vqvae import VQVAE2, VqVae
 from vqfast.train.families.vq.config import ModelConfig, VQGANModelConfig, VQVAE2ModelConfig
 
 
-def build_model(m: ModelConfig, backend: str) -> nn.Module:
+log = logging.getLogger("vqfast")
+DISC_PREFIX = "loss.discriminator."
+"""taming saves VQLPIPSWithDiscriminator as the Lightning module's ``loss`` child: D is ``loss.discriminator.*``."""
+
+
+def read_taming_checkpoint(path: str, key: str) -> dict[str, torch.Tensor]:
+    """A taming/Lightning ``.ckpt`` (``{"state_dict": ...}``) or bare state dict; errors name the config key."""
+    try:
+        return load_state_dict_file(path)
+    except FileNotFoundError as exc:
+        raise CheckpointNotFoundError(f"{key}={path!r} does not exist") from exc
+    except ValueError as exc:  # unreadable or not a state dict
+        raise CheckpointError(f"{key}={path!r}: {exc}") from exc
+
+
+def build_model(m: ModelConfig, backend: str, init_state: Optional[Mapping[str, torch.Tensor]] = None) -> nn.Module:
+    """The model of ``m``; a VQGAN/EMA-VQ is initialised from ``init_state`` (the already read
+    ``model.ckpt_path``) or, when None, from ``model.ckpt_path`` itself."""
     if isinstance(m, VQGANModelConfig):
         cls = EMAVQ if m.type == "emavq" else VQModel
         model = cls(dict(vars(m.ddconfig)), m.n_embed, m.embed_dim, beta=m.beta, legacy=m.legacy, backend=backend,
                     decay=m.decay, eps=m.eps)
-        if m.ckpt_path is not None:
-            load_taming_checkpoint(model, m.ckpt_path, m.ignore_keys, "model.ckpt_path")
+        if init_state is None and m.ckpt_path is not None:
+            init_state = read_taming_checkpoint(m.ckpt_path, "model.ckpt_path")
+        if init_state is not None:
+            load_taming_checkpoint(model, init_state, m.ignore_keys, "model.ckpt_path")
         return model
     if isinstance(m, VQVAE2ModelConfig):
         return VQVAE2(m.in_channels, m.hidden_channels, m.res_channels, m.nb_res_layers, m.nb_levels, m.embed_dim,
@@ -24,11 +47,30 @@ def build_model(m: ModelConfig, backend: str) -> nn.Module:
                  m.ch_mult, m.num_res_blocks, m.attn_resolutions, m.resolution, m.dropout, backend=backend)
 
 
-def load_taming_checkpoint(model: nn.Module, path: str, ignore_keys, key: str) -> None:
-    """taming ``init_from_ckpt`` (non-strict, ``ignore_keys`` prefixes dropped); errors name the config key."""
+def load_taming_checkpoint(model: nn.Module, source, ignore_keys, key: str) -> None:
+    """taming ``init_from_ckpt`` (non-strict, ``ignore_keys`` prefixes dropped) from a path or a read state dict;
+    errors name the config key."""
+    state = read_taming_checkpoint(source, key) if not isinstance(source, Mapping) else source
     try:
-        model.init_from_ckpt(path, ignore_keys=tuple(ignore_keys))
-    except FileNotFoundError as exc:
-        raise CheckpointNotFoundError(f"{key}={path!r} does not exist") from exc
-    except ValueError as exc:  # unreadable or not a state dict
-        raise CheckpointError(f"{key}={path!r}: {exc}") from exc
+        model.init_from_ckpt(state, ignore_keys=tuple(ignore_keys))
+    except (RuntimeError, ValueError) as exc:  # shapes that do not fit this model
+        raise CheckpointError(f"{key}: the checkpoint does not fit model.*: {exc}") from exc
+
+
+def load_taming_discriminator(discriminator: nn.Module, state: Mapping[str, torch.Tensor], ignore_keys,
+                              key: str) -> bool:
+    """Load the checkpoint's trained PatchGAN (``loss.discriminator.*``, taming NLayerDiscriminator names) into
+    ``discriminator``, strictly; False when the checkpoint has none (D then starts from its init)."""
+    sub = {k[len(DISC_PREFIX):]: v for k, v in state.items()
+           if k.startswith(DISC_PREFIX) and not any(k.startswith(p) for p in ignore_keys)}
+    if not sub:
+        log.info("%s: no %s* entries, the discriminator starts from scratch", key, DISC_PREFIX)
+        return False
+    try:
+        discriminator.load_state_dict(sub, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{key}: its discriminator ({DISC_PREFIX}*) does not fit loss.disc_* (check "
+                              f"loss.disc_num_layers, loss.disc_ndf, loss.use_actnorm, loss.disc_in_channels): "
+                              f"{exc}") from exc
+    log.info("%s: discriminator loaded from the checkpoint (%d tensors)", key, len(sub))
+    return True

@@ -28,7 +28,7 @@ from vqfast.train.engine import optim
 from vqfast.train.engine.samples import psnr
 from vqfast.train.engine.task import CodeUsage, Logs, TaskBase, swap_attr
 from vqfast.train.families.vq.config import VQConfig, VQLPIPSLossConfig
-from vqfast.train.families.vq.models import build_model
+from vqfast.train.families.vq.models import build_model, load_taming_discriminator, read_taming_checkpoint
 
 log = logging.getLogger("vqfast")
 
@@ -40,7 +40,7 @@ def build_vqlpips(lc: VQLPIPSLossConfig, perceptual) -> VQLPIPSWithDiscriminator
         lc.disc_loss, perceptual_backbone=perceptual.backbone, perceptual_backbone_path=perceptual.backbone_path,
         nonfinite_d_weight_to_zero=lc.nonfinite_d_weight_to_zero,
         adaptive_weight_before_start=lc.adaptive_weight_before_start, disc_train_start=lc.disc_train_start,
-        fast_adaptive_weight=lc.fast_adaptive_weight)
+        fast_adaptive_weight=lc.fast_adaptive_weight, perceptual_taming_dropout=perceptual.taming_dropout)
 
 
 class VQTask(TaskBase):
@@ -48,16 +48,22 @@ class VQTask(TaskBase):
 
     def __init__(self, cfg: VQConfig, device: torch.device):
         super().__init__(cfg, device)
-        self.model = self.build_model().to(device)
+        ckpt = getattr(cfg.model, "ckpt_path", None)
+        init_state = read_taming_checkpoint(ckpt, "model.ckpt_path") if ckpt is not None else None  # read once
+        self.model = self.build_model(init_state).to(device)
         lc, t = cfg.loss, cfg.train
         self.discriminator = None
         if isinstance(lc, VQLPIPSLossConfig):
-            self.loss = build_vqlpips(lc, cfg.perceptual).to(device)
+            self.loss = build_vqlpips(lc, cfg.perceptual)
             self.discriminator = self.loss.discriminator
+            if init_state is not None:  # taming fine-tuning keeps its trained D (QuantArt stage 1 from ImageNet)
+                load_taming_discriminator(self.discriminator, init_state, cfg.model.ignore_keys, "model.ckpt_path")
+            self.loss.to(device)
             if not t.use_gan:  # seed 002: use_gan=False → disc_factor 0 in G, no D step
                 self.loss.disc_factor = 0.0
         else:
             self.loss = MSEVQLoss(lc.vq_weight).to(device)
+        del init_state
         self.use_gan = bool(t.use_gan) and self.discriminator is not None
         self.lr = t.generator_lr(cfg.frames_per_step())
         self.opt_ae = optim.adam(self.model.ae_parameters(), self.lr, t.betas, t.weight_decay)
@@ -73,8 +79,8 @@ class VQTask(TaskBase):
         log.info("task %s: model %s (%.2fM params), loss %s, lr %.3g, gan %s", self.name, type(self.model).__name__,
                  sum(p.numel() for p in self.model.parameters()) / 1e6, lc.kind, self.lr, self.use_gan)
 
-    def build_model(self) -> torch.nn.Module:
-        return build_model(self.cfg.model, self.cfg.backend)
+    def build_model(self, init_state=None) -> torch.nn.Module:
+        return build_model(self.cfg.model, self.cfg.backend, init_state)
 
     def modules(self) -> dict:
         out = {"model": self.model}
@@ -120,8 +126,10 @@ class VQTask(TaskBase):
         logs = self.run_phase(self.opt_ae, self.sched_ae, self.model.ae_parameters, chunks, generator, self._ae_ddp)
         if self.discriminator is not None:
             self.discriminator.requires_grad_(True)
+        logs["train/aeloss"] = logs["train/total_loss"]  # taming VQModel.training_step's names
         if self.use_gan and step % self.cfg.train.disc_every == 0 and step >= self.loss.disc_train_start:
             logs.update(self.discriminator_step(chunks, recons, step))
+            logs["train/discloss"] = logs["train/disc_loss"]
         return logs
 
     def discriminator_step(self, chunks: list, recons: list, step: int) -> Logs:
@@ -138,3 +146,38 @@ class VQTask(TaskBase):
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.eval_forward(lambda: self.model.vq_forward(x)[1], self.model)
+
+    def validation_losses(self, x: torch.Tensor, step: int) -> tuple[torch.Tensor, Logs]:
+        """taming ``VQModel.validation_step`` on the held-out batch: the loss's generator and discriminator
+        terms with split "val" (``val/rec_loss`` = mean |x - x̂| + w_p·LPIPS, ``val/aeloss``, ``val/discloss``,
+        ...), model and loss in eval mode, no graph (so, as in taming, ``val/d_weight`` is 0)."""
+        modules = (self.model, self.loss)
+        was = [m.training for m in modules]
+        for m in modules:
+            m.eval()
+        try:
+            with torch.no_grad(), self.autocast():
+                vq_loss, recon, _, _ = self.model.vq_forward(x)
+                recon = recon.float()
+                if self.discriminator is None:
+                    loss, logs = self.loss(vq_loss, x, recon, split="val")
+                else:
+                    loss, logs = self.loss.generator_loss(vq_loss, x, recon, step, last_layer=None, split="val")
+                    d_loss, d_logs = self.loss.discriminator_loss(x, recon, step, split="val")
+                    logs.update(d_logs)
+                    logs["val/discloss"] = d_loss
+        finally:
+            for m, w in zip(modules, was, strict=True):
+                m.train(w)
+        logs["val/aeloss"] = loss
+        return recon, logs
+
+    def sample(self, run_dir, step: int, writer) -> dict[str, float]:
+        """Held-out reconstructions: taming's validation scalars, ``val/psnr`` and an input | reconstruction grid."""
+        x, d = self.heldout(), self.cfg.data
+        recon, logs = self.validation_losses(x, step)
+        logs["val/psnr"] = psnr(x, recon, d.mean, d.std)
+        self.save_grid(run_dir, step, writer, x, recon)
+        keys = list(logs)
+        return dict(zip(keys, torch.stack([logs[k].detach().float().reshape(()) for k in keys]).tolist(),
+                        strict=True))
