@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional, Union
 
-from vqfast.train.config import (ImageDataSection, RunConfig, ScaledLRSection, TamingPerceptualSection, bounded,
-                                 problems)
+from vqfast.train.config import ImageDataSection, RunConfig, ScaledLRSection, TamingPerceptualSection, bounded, problems
 
 
 @dataclass

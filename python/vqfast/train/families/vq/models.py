@@ -12,7 +12,6 @@ from vqfast.models.vqgan import EMAVQ, VQModel, load_state_dict_file
 from vqfast.models.vqvae import VQVAE2, VqVae
 from vqfast.train.families.vq.config import ModelConfig, VQGANModelConfig, VQVAE2ModelConfig
 
-
 log = logging.getLogger("vqfast")
 DISC_PREFIX = "loss.discriminator."
 """taming saves VQLPIPSWithDiscriminator as the Lightning module's ``loss`` child: D is ``loss.discriminator.*``."""
