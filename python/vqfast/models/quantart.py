@@ -33,6 +33,7 @@ __all__ = [
     "Stage1CheckpointNotFound",
     "StyleTransfer",
     "read_stage1_state_dict",
+    "read_stage2_state_dicts",
 ]
 
 log = logging.getLogger("vqfast")
@@ -254,6 +255,29 @@ def _load_parts(parts: Sequence[tuple[nn.Module, str]], sd: Mapping[str, torch.T
         target.load_state_dict({k: v for k, v in sub.items() if k in own}, strict=True)
 
 
+def read_stage2_state_dicts(path: str | os.PathLike, what: str = "model.ckpt_path"
+                            ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(StyleTransfer state dict, latent-discriminator state dict) of a whole stage-2 checkpoint: a QuantArt
+    Lightning ``.ckpt`` (``state_dict``: the model's parts and ``loss.discriminator.*``) or a vqfast stage-2
+    training checkpoint (``modules.model``, ``modules.discriminator``). The discriminator dict may be empty."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise Stage1CheckpointNotFound(f"{what}: stage-2 checkpoint {path!r} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{what}: cannot read stage-2 checkpoint {path!r} ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from exc
+    if isinstance(obj, Mapping) and isinstance(obj.get("modules"), Mapping) and "model" in obj["modules"]:
+        return dict(obj["modules"]["model"]), dict(obj["modules"].get("discriminator") or {})
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{what}: {path!r} holds no state dict of tensors (got {type(obj).__name__})")
+    model = {k: v for k, v in obj.items() if not k.startswith("loss.")}
+    return model, _take_prefix(obj, "loss.discriminator.")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Stage 2
 # ---------------------------------------------------------------------------------------------------------------
@@ -274,8 +298,9 @@ class StyleTransfer(nn.Module):
                  checkpoint_encoder: str | None = None, checkpoint_decoder: str | None = None,
                  use_residual: bool = True, use_conv: bool = True, use_selfatt: bool = True, block_num: int = 6,
                  variant: Literal["quantized", "continuous"] = "quantized", beta: float = 0.25, legacy: bool = True,
-                 backend: str = "auto"):
+                 backend: str = "auto", train_quantizers: bool = False):
         super().__init__()
+        self.train_quantizers = bool(train_quantizers)
         if variant not in VARIANTS:
             raise ValueError(f"StyleTransfer: variant={variant!r} is not one of {VARIANTS}")
         from vqfast.quantize import VectorQuantizer
@@ -306,6 +331,8 @@ class StyleTransfer(nn.Module):
             self.load_style_stage1(checkpoint_decoder)
         for name in self.frozen_names:
             getattr(self, name).requires_grad_(False)
+        if self.train_quantizers:  # "along with the quantizers in some configs" (seed S1): the output codebook
+            self.quantize_dec.requires_grad_(True)
         self.train()
 
     # ---- checkpoints -----------------------------------------------------------------------------------------
@@ -324,16 +351,29 @@ class StyleTransfer(nn.Module):
                      (self.post_quant_conv, "post_quant_conv.")), sd, path, what)
         log.info("StyleTransfer: style encoder_real + quantize_dec + decoder loaded from %s", os.fspath(path))
 
+    def load_stage2(self, sd: Mapping[str, torch.Tensor], path, what: str = "model.ckpt_path") -> None:
+        """Every part from a whole stage-2 state dict (QuantArt ``VQModel_Ref`` names); missing or misfit keys
+        (other than vqfast's optional codebook-health buffers) raise ``Stage1CheckpointError`` naming them."""
+        parts = [(getattr(self, name), f"{name}.") for name in (*self.frozen_names, "model_x2y")]
+        _load_parts(parts, sd, path, what)
+        log.info("StyleTransfer: every stage-2 part loaded from %s", os.fspath(path))
+
     # ---- modes / parameters ----------------------------------------------------------------------------------
     def train(self, mode: bool = True) -> StyleTransfer:
         super().train(mode)
         for name in self.frozen_names:  # frozen parts never leave eval mode (no health/BN buffer updates)
-            getattr(self, name).eval()
+            if not (self.train_quantizers and name == "quantize_dec"):
+                getattr(self, name).eval()
         return self
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """What opt_ae steps: model_x2y only (SPEC §2.4)."""
-        return list(self.model_x2y.parameters())
+        """What opt_ae steps: model_x2y only (SPEC §2.4), plus the output codebook ``quantize_dec`` with
+        ``train_quantizers`` (its codebook term ‖sg(h_x) − q‖² is the only quantizer gradient in stage 2: the
+        content and style encodings, ``quantize_enc`` included, run without a graph as in QuantArt)."""
+        params = list(self.model_x2y.parameters())
+        if self.train_quantizers:
+            params += list(self.quantize_dec.parameters())
+        return params
 
     def frozen_modules(self) -> dict[str, nn.Module]:
         return {name: getattr(self, name) for name in self.frozen_names}

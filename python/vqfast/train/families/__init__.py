@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterable
 
 from vqfast.errors import ConfigError
-from vqfast.train.config import schema, sources
+from vqfast.train.config import lightning, schema, sources
 from vqfast.train.families import dinovq, quantart, stargan, vq
 from vqfast.train.families.base import Family, normalize_name
 
@@ -60,6 +60,10 @@ def read_raw(path: Path) -> dict:
             translated = family.translate(raw, str(path))
             if translated is not None:
                 return translated
+    if lightning.is_lightning_layout(raw):
+        raise ConfigError(f"{path}: model.target={raw['model']['target']!r} is not a model vqfast trains from a "
+                          "taming/QuantArt config (it reads taming.models.vqgan.VQModel / EMAVQ, QuantArt's "
+                          "stage-1 BaseVQGAN and stage-2 VQModel_Ref / StyleTransfer[Continuous])")
     return raw
 
 
@@ -75,4 +79,4 @@ def task_for(cfg) -> type:
     return family_of(cfg).task_cls
 
 
-__all__ = ["FAMILIES", "Family", "build_config", "family_of", "load_config", "resolve", "task_for"]
+__all__ = ["FAMILIES", "Family", "build_config", "family_of", "load_config", "read_raw", "resolve", "task_for"]

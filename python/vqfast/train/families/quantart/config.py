@@ -99,6 +99,18 @@ class Stage2ModelConfig:
     style_root: Optional[str] = None
     """Folder of style images; ``data.root`` holds the content images. Unset with data.synthetic: flat-colour
     synthetic 'paintings' are generated under run_dir/data/style and recorded here."""
+    val_style_root: Optional[str] = None
+    """Held-out style images (QuantArt's validation ``folder2``): the fixed validation/sample styles come from
+    here (unset: the first images of style_root)."""
+    ckpt_path: Optional[str] = None
+    """A whole stage-2 checkpoint to start from (QuantArt ``VQModel_Ref(ckpt_path=...)``: a QuantArt Lightning
+    ``.ckpt`` or a vqfast stage-2 ``last.pt``): every part of the model and the latent discriminator
+    (``loss.discriminator.*``) are loaded and checkpoint_encoder / checkpoint_decoder are not read, as there."""
+    ignore_keys: list[str] = field(default_factory=list)
+    """Key prefixes dropped from ckpt_path before loading."""
+    train_quantizers: bool = False
+    """Also train the output codebook (quantize_dec) with model_x2y ("along with the quantizers in some
+    configs", seed S1); QuantArt's configs keep it frozen (false)."""
     synthetic_style_images: int = bounded(16, ge=1)
     sample_styles: int = bounded(4, ge=1)
     """Style images (fixed, in folder order) used for validation and the content | style | stylised grids."""

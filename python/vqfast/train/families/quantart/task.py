@@ -32,7 +32,7 @@ from vqfast.train.engine import optim
 from vqfast.train.engine.samples import grid, save_png
 from vqfast.train.engine.task import CodeUsage, Logs, TaskBase, swap_attr
 from vqfast.train.families.quantart.config import Stage2Config, Stage2LossConfig
-from vqfast.train.families.quantart.models import build_stage1_model, build_stage2_model
+from vqfast.train.families.quantart.models import build_stage1_model, build_stage2_model, load_stage2_discriminator
 from vqfast.train.families.vq.task import VQTask
 
 log = logging.getLogger("vqfast")
@@ -85,8 +85,10 @@ class QuantArtStage2Task(TaskBase):
         super().__init__(cfg, device)
         m, t = cfg.model, cfg.train
         self.model = build_stage2_model(m, cfg.backend).to(device)
-        self.loss = build_stage2_loss(m.lossconfig, cfg.backend).to(device)
+        self.loss = build_stage2_loss(m.lossconfig, cfg.backend)
         self.discriminator = self.loss.discriminator
+        load_stage2_discriminator(self.discriminator, m)  # fine-tuning from a whole stage-2 checkpoint
+        self.loss.to(device)
         self.lr = t.generator_lr(t.batch_size)
         self.opt_ae = optim.adam(self.model.trainable_parameters(), self.lr, t.betas, t.weight_decay)
         self.opt_disc = optim.adam(self.discriminator.parameters(), t.disc_lr or self.lr, t.disc_betas,
@@ -94,7 +96,9 @@ class QuantArtStage2Task(TaskBase):
         self.sched_ae = optim.scheduler(self.opt_ae, t)
         self.sched_disc = optim.scheduler(self.opt_disc, t, decay=t.decay_disc_lr)
         self.style = ImageStream(m.style_root, size=cfg.data.size, seed=cfg.seed + STYLE_SEED_OFFSET)
-        self._sample_style = self.style.first(m.sample_styles)  # uint8 (S, H, W, 3), fixed for every grid
+        sample_source = (ImageStream(m.val_style_root, size=cfg.data.size, seed=cfg.seed + STYLE_SEED_OFFSET)
+                         if m.val_style_root is not None else self.style)
+        self._sample_style = sample_source.first(m.sample_styles)  # uint8 (S, H, W, 3), fixed for every grid
         self.usage = CodeUsage(m.n_embed, device)
         self._transfer = self.model.transfer  # the DDP wrapper in wrap_ddp
         self._transfer_ddp = self._disc_ddp = None
@@ -110,7 +114,9 @@ class QuantArtStage2Task(TaskBase):
         self.loss.train()
 
     def quantizers(self) -> list[torch.nn.Module]:
-        return []  # frozen stage-1 codebooks: only the window usage of the stylised codes is reported
+        # frozen stage-1 codebooks: only the window usage of the stylised codes is reported, unless the output
+        # codebook trains too (model.train_quantizers)
+        return [self.model.quantize_dec] if self.cfg.model.train_quantizers else []
 
     def wrap_ddp(self, wrap_fn) -> None:
         trained = {id(p) for p in self.model.trainable_parameters()}
