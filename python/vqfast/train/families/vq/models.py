@@ -14,6 +14,9 @@ def build_model(m: ModelConfig, backend: str) -> nn.Module:
         cls = EMAVQ if m.type == "emavq" else VQModel
         model = cls(dict(vars(m.ddconfig)), m.n_embed, m.embed_dim, beta=m.beta, legacy=m.legacy, backend=backend,
                     decay=m.decay, eps=m.eps)
+        if m.remap is not None:  # before the checkpoint: a taming checkpoint trained with remap holds `used`
+            from vqfast.quantize.remap import load_used
+            model.quantize.set_remap(load_used(m.remap), m.unknown_index)
         if m.ckpt_path is not None:
             load_taming_checkpoint(model, m.ckpt_path, m.ignore_keys, "model.ckpt_path")
         return model
