@@ -170,9 +170,13 @@ def test_param_json_translation(tmp_path):
     p.write_text(json.dumps(seed))
     cfg = load_config(p)
     assert cfg.model.type == "vqvae2" and cfg.model.nb_entries == 256 and cfg.model.embed_dim == 32
-    assert cfg.model.hidden_channels == 64 and cfg.loss.kind == "mse" and cfg.loss.vq_weight == 1.0
+    # use_gan absent = the pipeline's default (true): its LossCalculator GAN loss; false: mse + 1.0·vq
+    assert cfg.model.hidden_channels == 64 and cfg.loss.kind == "losscalculator" and cfg.train.use_gan is True
     assert cfg.train.lr == 2e-4 and cfg.train.batch_size == 2 and cfg.data.clip_len == 4
-    assert cfg.train.use_gan is False
+    seed["train_args"]["use_gan"] = False
+    p.write_text(json.dumps(seed))
+    cfg = load_config(p)
+    assert cfg.loss.kind == "mse" and cfg.loss.vq_weight == 1.0 and cfg.train.use_gan is False
     assert load_config(p, ["train.max_steps=5"]).train.max_steps == 5  # --set works on a translated param.json
     del seed["data"]
     p.write_text(json.dumps(seed))

@@ -1,4 +1,6 @@
-"""Losses: LPIPS wrapper, taming's VQLPIPSWithDiscriminator, the plain VQ-VAE objective."""
+"""Losses: LPIPS wrapper, taming's VQLPIPSWithDiscriminator, the seed-002 pipeline's GAN loss, the plain VQ-VAE
+objective."""
+from vqfast.losses.losscalculator import PipelineGANLoss
 from vqfast.losses.lpips import LPIPS, PerceptualWeightsMissing
 from vqfast.losses.mse import MSEVQLoss
 from vqfast.losses.vqperceptual import (
@@ -9,5 +11,5 @@ from vqfast.losses.vqperceptual import (
                                         vanilla_d_loss,
 )
 
-__all__ = ["LPIPS", "PerceptualWeightsMissing", "MSEVQLoss", "VQLPIPSWithDiscriminator", "adopt_weight",
+__all__ = ["LPIPS", "PerceptualWeightsMissing", "MSEVQLoss", "PipelineGANLoss", "VQLPIPSWithDiscriminator", "adopt_weight",
            "calculate_adaptive_weight", "hinge_d_loss", "vanilla_d_loss"]

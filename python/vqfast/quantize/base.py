@@ -90,7 +90,23 @@ class QuantizerBase(nn.Module):
             return z_q.view(shape).movedim(-1, 1)                    # (B, C, *S)
         return z_q.view(like.shape)
 
+    def set_remap(self, used: torch.Tensor, unknown_index="random") -> None:
+        """taming ``remap``: returned codes become positions in ``used`` (see ``vqfast.quantize.remap``); the
+        buffer ``used`` is saved with the model, as taming's."""
+        from vqfast.quantize.remap import reduced_vocab
+
+        self.re_embed, self.unknown_index = reduced_vocab(used, unknown_index)
+        self.register_buffer("used", used.to(torch.int64).clone())
+
+    def _remapped(self, idx: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        if getattr(self, "used", None) is None:
+            return idx
+        from vqfast.quantize.remap import remap_to_used
+
+        return remap_to_used(idx.view(like.shape[0], -1), self.used, self.unknown_index, self.re_embed).reshape(-1)
+
     def _index_shape(self, idx: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        idx = self._remapped(idx, like)
         if not self.sane_index_shape:
             return idx
         if self.layout == "channels_first":
@@ -98,7 +114,13 @@ class QuantizerBase(nn.Module):
         return idx.view(like.shape[:-1])
 
     def get_codebook_entry(self, indices: torch.Tensor, shape=None) -> torch.Tensor:
-        """Codes for `indices`; with `shape` = (B, *S, C) the result is permuted to channels-first."""
+        """Codes for `indices` (positions in `used` under a remap); with `shape` = (B, *S, C) the result is
+        permuted to channels-first."""
+        if getattr(self, "used", None) is not None:
+            from vqfast.quantize.remap import unmap_to_all
+
+            batch = shape[0] if shape is not None else 1
+            indices = unmap_to_all(indices.reshape(batch, -1).long(), self.used)
         z_q = self.embedding.weight.index_select(0, indices.reshape(-1).long())  # (N, D)
         if shape is not None:
             z_q = z_q.view(shape)

@@ -10,7 +10,7 @@ train.log_every, train.ckpt_every, train.sample_every``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 from vqfast.train.config.schema import bounded, problems
 
@@ -129,6 +129,13 @@ class ImageDataSection:
     """A clip/image that cannot be read: raise (an error naming the file) or skip (replaced by the next
     sample of the rank's epoch order, logged and counted in the data/skipped_items metric)."""
 
+    NO_DATA_HINT: ClassVar[str] = "data.root to your data folder"
+    """What the no-data error tells the user to set (a family's subclass names its other data keys)."""
+
+    def names_data(self) -> bool:
+        """Whether the section names training data (a family's subclass may accept file lists too)."""
+        return self.root is not None
+
     def __post_init__(self):
         video = self.kind == "video"
         wrong_kind = [k for k in (("clip_len", "synthetic_videos", "synthetic_frames") if not video
@@ -137,8 +144,8 @@ class ImageDataSection:
                   f"data.mean has {len(self.mean)} entries but data.std has {len(self.std)}"),
                  (not wrong_kind, f"{', '.join('data.' + k for k in wrong_kind)}: not read with data.kind={self.kind}"),
                  (video or self.frame_stride == 1, "data.frame_stride: not read with data.kind=images"),
-                 (self.root is not None or self.synthetic,
-                  "data.root is unset: set data.root to your data folder, or data.synthetic: true to train on a "
+                 (self.names_data() or self.synthetic,
+                  f"data.root is unset: set {self.NO_DATA_HINT}, or data.synthetic: true to train on a "
                   "generated toy dataset"))
         if video:
             self.clip_len = self.clip_len or 8

@@ -126,7 +126,7 @@ class Trainer:
                             "or add data")
         if world > 1:  # data-dependent randomness (dead-code restarts, noise) differs per rank
             seed_everything(cfg.seed + 1_000_003 * rank)
-        self.step = 0
+        self.step = self.task.initial_step()  # 0, or where a foreign checkpoint the config names left off
         self.bad_steps_total = 0
         if self.resume_obj is not None:
             self._restore(self.resume_obj)
@@ -269,7 +269,7 @@ class Trainer:
 
     def _fit(self, stop: _StopRequest) -> dict[str, float]:
         t = self.cfg.train
-        writer = MetricsWriter(self.run_dir) if self.is_main else None
+        writer = MetricsWriter(self.run_dir, sinks=self.task.metric_sinks(self.run_dir)) if self.is_main else None
         window, epoch_means = _Window(), RunningMeans()
         steps_per_epoch = len(self.loader)
         epoch, offset = divmod(self.step, steps_per_epoch)

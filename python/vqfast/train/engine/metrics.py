@@ -43,7 +43,9 @@ def _clean(v):
 
 
 class MetricsWriter:
-    def __init__(self, run_dir: Path, tensorboard: bool = True):
+    def __init__(self, run_dir: Path, tensorboard: bool = True, sinks: list | None = None):
+        self.sinks = list(sinks or [])
+        """More writers of the same records (``write``/``image``/``close``), e.g. a task's wandb run."""
         self.metrics = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
         self.epochs = open(run_dir / "epochs.jsonl", "a", encoding="utf-8")
         self.tb = None
@@ -63,10 +65,15 @@ class MetricsWriter:
             for k, v in record.items():
                 if k not in ("step", "epoch") and isinstance(v, (int, float)) and math.isfinite(v):
                     self.tb.add_scalar(k, v, step)
+        if not epoch_file:
+            for sink in self.sinks:
+                sink.write({k: _clean(v) for k, v in record.items()})
 
     def image(self, tag: str, chw: torch.Tensor, step: int) -> None:
         if self.tb is not None:
             self.tb.add_image(tag, chw, step)
+        for sink in self.sinks:
+            sink.image(tag, chw, step)
 
     def close(self) -> None:
         self.metrics.close()
@@ -74,3 +81,5 @@ class MetricsWriter:
         if self.tb is not None:
             self.tb.flush()
             self.tb.close()
+        for sink in self.sinks:
+            sink.close()

@@ -12,6 +12,7 @@ The engine (``vqfast.train.engine.loop``) calls every hook of ``Task`` unconditi
 4. per batch: ``prepare_batch(batch, step)`` → (what ``training_step`` takes, samples in it), then
    ``training_step(batch, step)`` → detached 0-dim tensors (no host sync); every ``log_every`` steps
    ``codebook_stats()``; every ``sample_every`` steps (rank 0) ``sample(run_dir, step, writer)`` → scalars.
+   ``initial_step()`` (fresh runs) gives the first step; ``metric_sinks(run_dir)`` extra metric writers.
 5. checkpoints hold ``modules()``, ``optimizers()``, ``schedulers()`` and ``extra_state()``; ``--resume``
    restores them and calls ``load_extra_state``; ``export_state()`` feeds ``model.safetensors``;
    ``summary(last)`` picks the scalars of the CLI's final JSON line; under torchrun ``wrap_ddp(wrap_fn)``.
@@ -67,6 +68,8 @@ class Task(Protocol):
     def sample(self, run_dir: Path, step: int, writer) -> dict[str, float]: ...
     def extra_state(self) -> dict: ...
     def load_extra_state(self, state: dict) -> None: ...
+    def initial_step(self) -> int: ...
+    def metric_sinks(self, run_dir: Path) -> list: ...
     def export_state(self) -> dict[str, torch.Tensor]: ...
     def summary(self, last: dict) -> dict[str, float]: ...
     def wrap_ddp(self, wrap_fn: Callable) -> None: ...
@@ -177,6 +180,16 @@ class TaskBase:
 
     def load_extra_state(self, state: dict) -> None:
         del state
+
+    def initial_step(self) -> int:
+        """The step a fresh run (no --resume) starts at: 0, or the step of a foreign checkpoint the config
+        resumes (seed-002 ``train_args.checkpoint_path``)."""
+        return 0
+
+    def metric_sinks(self, run_dir: Path) -> list:
+        """Extra writers of the logged records (rank 0), e.g. wandb; each has ``write``, ``image``, ``close``."""
+        del run_dir
+        return []
 
     def export_state(self) -> dict[str, torch.Tensor]:
         return self.model.state_dict()

@@ -1,15 +1,16 @@
 """The whole config of the VQ family: taming VQGAN / EMA-VQ, VQ-VAE, VQ-VAE-2 (``model.type``).
 
 Sections: run keys, ``model`` (one of three, told apart by ``model.type``), ``loss`` (``kind: vqlpips``
-= taming's VQLPIPSWithDiscriminator, or ``kind: mse`` = the VQ-VAE loss), ``perceptual`` (LPIPS backbone),
-``data`` (images or video clips), ``train`` (engine + optimisation + taming's LR rule + GAN schedule).
+= taming's VQLPIPSWithDiscriminator, ``kind: losscalculator`` = the seed-002 pipeline's own GAN loss, or
+``kind: mse`` = the VQ-VAE loss), ``perceptual`` (LPIPS backbone), ``data`` (images or video clips, or
+the pipeline's file lists), ``train`` (engine + optimisation + taming's LR rule + GAN schedule).
 Values that must agree are derived, not repeated: ``ddconfig.resolution`` / ``resolution`` default to
 ``data.size`` and ``loss.disc_in_channels`` to the model's output channels.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional, Union
+from typing import ClassVar, Literal, Optional, Union
 
 from vqfast.train.config import ImageDataSection, RunConfig, ScaledLRSection, TamingPerceptualSection, bounded, problems
 
@@ -52,6 +53,10 @@ class VQGANModelConfig:
     eps: float = bounded(1e-5, gt=0)
     ckpt_path: Optional[str] = None
     """taming checkpoint to initialise from (non-strict, ``ignore_keys`` prefixes dropped)."""
+    remap: Optional[str] = None
+    """taming ``remap``: a .npy array of used codebook rows; returned codes become positions in it."""
+    unknown_index: Union[int, Literal["random", "extra"]] = "random"
+    """With ``remap``: the code of a row outside it (taming: "random", "extra" or an integer)."""
     ignore_keys: list[str] = field(default_factory=list)
     ddconfig: DDConfig = field(default_factory=DDConfig)
 
@@ -134,6 +139,27 @@ class VQLPIPSLossConfig:
 
 
 @dataclass
+class PipelineGANLossConfig:
+    """The seed-002 pipeline's own GAN loss for VqVae / VQVAE2 (``train/lossconfig.py::LossCalculator``, the
+    non-taming path, SPEC §3.4): L1 + LPIPS + its PatchGAN, λ = 0.8·clamp(‖∇L_rec‖/(‖∇L_g‖+1e-4), 0, 100) on
+    the decoder's last parameter, ramped by min(1, |t − disc_start| / (2·disc_start)), instance noise on D.
+    A param.json's ``train_args`` ``disc_factor``, ``disc_start``, ``pixel_loss_factor``,
+    ``perceptual_loss_factor`` land here (the pipeline's defaults)."""
+    kind: Literal["losscalculator"] = "losscalculator"
+    disc_factor: float = bounded(1.0, ge=0)
+    disc_start: int = bounded(20000, ge=1)
+    """≥ 1: the pipeline's λ ramp divides by 2·disc_start (0 raises ZeroDivisionError there)."""
+    pixel_loss_factor: float = bounded(1.0, ge=0)
+    perceptual_loss_factor: float = bounded(1.0, ge=0)
+    disc_in_channels: Optional[int] = bounded(None, ge=1)
+    """Default: the model's output channels (the pipeline: ``Discriminator(image_channels=output_channels)``)."""
+    disc_num_layers: int = bounded(3, ge=0)
+    disc_ndf: int = bounded(64, ge=1)
+    instance_noise: float = bounded(0.01, ge=0)
+    """σ₀ of the D inputs' noise, σ(t) = max(0, σ₀·(1 − 2t/train.max_steps))."""
+
+
+@dataclass
 class MSELossConfig:
     """The VQ-VAE loss: total = mse(x, x̂) + vq_weight · vq_loss (rosinality 0.25; seed-002 pipeline 1.0)."""
     kind: Literal["mse"] = "mse"
@@ -145,10 +171,49 @@ class VQTrainSection(ScaledLRSection):
     use_gan: Optional[bool] = None
     """The PatchGAN (loss.kind vqlpips only; default: on for vqlpips). false: λ·g_loss is 0 and D never trains."""
     disc_every: int = bounded(1, ge=1)
-    """A D step every N batches (taming: 1; the seed-002 pipeline: 3)."""
+    """A D step every N batches (taming: 1; the seed-002 pipeline: 3, a param.json's default)."""
+    pipeline_checkpoint: Optional[str] = None
+    """A seed-002 pipeline checkpoint (``checkpoint_step{N}.pth.tar``: ``steps, state_dict, optimizer,
+    scheduler[, optimizer_disc, discriminator_state]``) to start from (param.json ``train_args.checkpoint_path``)."""
+    pipeline_checkpoint_mode: Literal["resume", "init"] = "resume"
+    """resume (the pipeline's behaviour): weights, optimizers, LR schedule and the step ``steps``; init: the
+    weights only, training starts at step 0 with fresh optimizers."""
+    use_wandb: bool = False
+    """Also log the scalars to Weights & Biases (param.json ``use_wandb``) when wandb is installed (a warning
+    otherwise); ``wandb_project`` names the project."""
+    wandb_project: Optional[str] = None
 
 
-def derive_image_keys(model, loss: Optional[VQLPIPSLossConfig], size: int) -> list[tuple[bool, str]]:
+@dataclass
+class VQDataSection(ImageDataSection):
+    """Images or video clips (the shared data section) plus the seed-002 pipeline's file lists."""
+    NO_DATA_HINT: ClassVar[str] = ("data.root to your data folder or data.train_files to a list of videos / "
+                                   "images (a param.json: data_process.train or data_args.training_data_files)")
+    train_files: Optional[list[str]] = None
+    """The training samples themselves (param.json ``data_args.training_data_files``): video files or frame
+    folders (kind: video), image files (kind: images). They are linked, in this order, into
+    run_dir/data/train_files, which becomes data.root."""
+    val_files: Optional[list[str]] = None
+    """Held-out samples likewise (``validation_data_files``), linked into run_dir/data/val_files (data.val_root)."""
+    train_list: Optional[str] = None
+    """A text file naming the training samples, one path per line (taming's ``training_images_list_file``,
+    ``taming.data.custom.CustomTrain``; relative paths are taken from the working directory, as taming does);
+    read into data.train_files."""
+    val_list: Optional[str] = None
+    """Held-out samples likewise (taming's ``test_images_list_file``), read into data.val_files."""
+
+    def __post_init__(self):
+        problems((not (self.train_list and self.train_files), "data.train_list and data.train_files both name the "
+                                                              "training samples; keep one"),
+                 (not (self.val_list and self.val_files), "data.val_list and data.val_files both name the held-out "
+                                                          "samples; keep one"))
+        super().__post_init__()
+
+    def names_data(self) -> bool:
+        return self.root is not None or bool(self.train_files) or self.train_list is not None
+
+
+def derive_image_keys(model, loss, size: int) -> list[tuple[bool, str]]:
     """Fill ``resolution`` (model.ddconfig or model) from ``data.size`` and ``loss.disc_in_channels`` from the
     model's output channels; returns the (ok, message) checks for values set to something else."""
     ddconfig = getattr(model, "ddconfig", None)
@@ -169,7 +234,8 @@ def derive_image_keys(model, loss: Optional[VQLPIPSLossConfig], size: int) -> li
 
 
 ModelConfig = Union[VQGANModelConfig, VQVAE2ModelConfig, VqVaeModelConfig]
-LossConfig = Union[VQLPIPSLossConfig, MSELossConfig]
+LossConfig = Union[VQLPIPSLossConfig, PipelineGANLossConfig, MSELossConfig]
+GAN_LOSSES = (VQLPIPSLossConfig, PipelineGANLossConfig)
 
 
 @dataclass
@@ -177,14 +243,14 @@ class VQConfig(RunConfig):
     model: ModelConfig = field(default_factory=VQGANModelConfig)
     loss: LossConfig = field(default_factory=VQLPIPSLossConfig)
     perceptual: TamingPerceptualSection = field(default_factory=TamingPerceptualSection)
-    data: ImageDataSection = field(default_factory=ImageDataSection)
+    data: VQDataSection = field(default_factory=VQDataSection)
     train: VQTrainSection = field(default_factory=VQTrainSection)
 
     def __post_init__(self):
-        gan = isinstance(self.loss, VQLPIPSLossConfig)
+        gan = isinstance(self.loss, GAN_LOSSES)
         problems(*derive_image_keys(self.model, self.loss if gan else None, self.data.size),
                  (gan or not self.train.use_gan,
-                  "train.use_gan=true needs loss.kind=vqlpips (the mse loss has no discriminator)"))
+                  "train.use_gan=true needs loss.kind=vqlpips or losscalculator (the mse loss has no discriminator)"))
         if self.train.use_gan is None:
             self.train.use_gan = gan
 

@@ -34,6 +34,9 @@ def build_model(m: ModelConfig, backend: str, init_state: Optional[Mapping[str, 
         cls = EMAVQ if m.type == "emavq" else VQModel
         model = cls(dict(vars(m.ddconfig)), m.n_embed, m.embed_dim, beta=m.beta, legacy=m.legacy, backend=backend,
                     decay=m.decay, eps=m.eps)
+        if m.remap is not None:  # before the checkpoint: a taming checkpoint trained with remap holds `used`
+            from vqfast.quantize.remap import load_used
+            model.quantize.set_remap(load_used(m.remap), m.unknown_index)
         if init_state is None and m.ckpt_path is not None:
             init_state = read_taming_checkpoint(m.ckpt_path, "model.ckpt_path")
         if init_state is not None:

@@ -23,12 +23,13 @@ import logging
 
 import torch
 
-from vqfast.losses import MSEVQLoss, VQLPIPSWithDiscriminator
+from vqfast.losses import MSEVQLoss, PipelineGANLoss, VQLPIPSWithDiscriminator
 from vqfast.train.engine import optim
 from vqfast.train.engine.samples import psnr
 from vqfast.train.engine.task import CodeUsage, Logs, TaskBase, swap_attr
-from vqfast.train.families.vq.config import VQConfig, VQLPIPSLossConfig
+from vqfast.train.families.vq.config import PipelineGANLossConfig, VQConfig, VQLPIPSLossConfig
 from vqfast.train.families.vq.models import build_model, load_taming_discriminator, read_taming_checkpoint
+from vqfast.train.families.vq.pipeline import link_file_lists, load_pipeline_checkpoint, wandb_sinks
 
 log = logging.getLogger("vqfast")
 
@@ -61,6 +62,13 @@ class VQTask(TaskBase):
             self.loss.to(device)
             if not t.use_gan:  # seed 002: use_gan=False → disc_factor 0 in G, no D step
                 self.loss.disc_factor = 0.0
+        elif isinstance(lc, PipelineGANLossConfig):  # seed 002's LossCalculator (VqVae / VQVAE2, use_gan)
+            self.loss = PipelineGANLoss(
+                lc.disc_in_channels, lc.disc_factor, lc.disc_start, lc.pixel_loss_factor, lc.perceptual_loss_factor,
+                t.max_steps, lc.disc_num_layers, lc.disc_ndf, lc.instance_noise,
+                perceptual_backbone=cfg.perceptual.backbone,
+                perceptual_backbone_path=cfg.perceptual.backbone_path).to(device)
+            self.discriminator = self.loss.discriminator
         else:
             self.loss = MSEVQLoss(lc.vq_weight).to(device)
         del init_state
@@ -78,6 +86,28 @@ class VQTask(TaskBase):
         self._ae_ddp = self._disc_ddp = None
         log.info("task %s: model %s (%.2fM params), loss %s, lr %.3g, gan %s", self.name, type(self.model).__name__,
                  sum(p.numel() for p in self.model.parameters()) / 1e6, lc.kind, self.lr, self.use_gan)
+        self._initial_step = 0
+        if t.pipeline_checkpoint is not None:
+            self._initial_step = load_pipeline_checkpoint(self, t.pipeline_checkpoint, t.pipeline_checkpoint_mode)
+
+    @classmethod
+    def prepare_data(cls, cfg, run_dir) -> None:
+        link_file_lists(cfg.data, run_dir)  # data.train_files / val_files (seed-002 file lists) → folders
+        super().prepare_data(cfg, run_dir)
+
+    def initial_step(self) -> int:
+        return self._initial_step
+
+    def metric_sinks(self, run_dir) -> list:
+        return wandb_sinks(self.cfg, run_dir)
+
+    def gan_last_layer(self) -> torch.Tensor | None:
+        """The parameter the adaptive GAN weight differentiates: taming's decoder last-layer weight, or for the
+        pipeline's LossCalculator the last trainable parameter of ``decoder.parameters()``."""
+        if isinstance(self.loss, PipelineGANLoss):
+            params = [p for p in self.model.decoder.parameters() if p.requires_grad]
+            return params[-1] if params else None
+        return self.model.last_layer
 
     def build_model(self, init_state=None) -> torch.nn.Module:
         return build_model(self.cfg.model, self.cfg.backend, init_state)
@@ -112,7 +142,7 @@ class VQTask(TaskBase):
             vq_loss, recon, perplexity, indices = self._ae(chunk)  # recon ((b t), C, H, W)
             if self.discriminator is not None:
                 loss, part = self.loss.generator_loss(vq_loss, chunk, recon.float(), step,
-                                                      last_layer=self.model.last_layer)
+                                                      last_layer=self.gan_last_layer())
             else:
                 loss, part = self.loss(vq_loss, chunk, recon.float())
             recons.append(recon.detach())
