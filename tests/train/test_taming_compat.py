@@ -129,3 +129,96 @@ def test_lpips_dropout_follows_taming_only_when_asked(tmp_path, taming_dropout):
 def test_dinovq_rejects_the_taming_only_dropout_key(capsys):
     rc = main(["--config", "dinovq", "--set", "perceptual.taming_dropout=true", "train.max_steps=1"])
     assert rc == 2 and "taming_dropout" in capsys.readouterr().err
+
+
+# ---- taming's own YAML, as written -------------------------------------------------------------------------------
+def _custom_vqgan_yaml(tmp_path, *, target="taming.models.vqgan.VQModel", extra_params=None, lightning=None):
+    """configs/custom_vqgan.yaml of taming-transformers, shrunk, with image list files the test writes."""
+    from vqfast.data.synthetic import make_images
+
+    train = make_images(tmp_path / "imgs" / "train", num_images=6, size=24, seed=1)
+    test = make_images(tmp_path / "imgs" / "test", num_images=3, size=24, seed=2)
+    (tmp_path / "training.txt").write_text("".join(f"{p}\n" for p in sorted(train.iterdir())))
+    (tmp_path / "test.txt").write_text("".join(f"{p}\n" for p in sorted(test.iterdir())))
+    cfg = {"model": {"base_learning_rate": 4.5e-6, "target": target, "params": {
+        "embed_dim": 8, "n_embed": 32, **(extra_params or {}),
+        "ddconfig": {"double_z": False, "z_channels": 16, "resolution": 16, "in_channels": 3, "out_ch": 3, "ch": 32,
+                     "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0},
+        "lossconfig": {"target": "taming.modules.losses.vqperceptual.VQLPIPSWithDiscriminator", "params": {
+            "disc_conditional": False, "disc_in_channels": 3, "disc_start": 1, "disc_weight": 0.8,
+            "codebook_weight": 1.0, "disc_num_layers": 1, "disc_ndf": 8}}}},
+        "data": {"target": "main.DataModuleFromConfig", "params": {"batch_size": 2, "num_workers": 8, "train": {
+            "target": "taming.data.custom.CustomTrain",
+            "params": {"training_images_list_file": str(tmp_path / "training.txt"), "size": 16}},
+            "validation": {"target": "taming.data.custom.CustomTest",
+                           "params": {"test_images_list_file": str(tmp_path / "test.txt"), "size": 16}}}}}
+    if lightning is not None:
+        cfg["lightning"] = lightning
+    path = tmp_path / "custom_vqgan.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(cfg))
+    return path, train, test
+
+
+def test_taming_yaml_as_written_trains_on_its_list_files(tmp_path):
+    import yaml
+
+    ckpt = tmp_path / "vqgan_imagenet_f16_1024.ckpt"
+    sd = _taming_ckpt(ckpt)
+    path, train_dir, _ = _custom_vqgan_yaml(tmp_path, extra_params={"ckpt_path": str(ckpt)},
+                                            lightning={"trainer": {"benchmark": True, "max_steps": 2}})
+    run = tmp_path / "run"
+    rc = main(["--config", str(path), "--set", f"run_dir={run}", "perceptual.backbone=random", "train.progress=false",
+               "train.sample_every=2"])
+    assert rc == 0
+    resolved = yaml.safe_load((run / "config.yaml").read_text())
+    assert resolved["model"]["type"] == "vqgan" and resolved["train"]["max_steps"] == 2
+    assert resolved["data"]["train_list"] == str(tmp_path / "training.txt") and resolved["data"]["kind"] == "images"
+    linked = sorted((run / "data" / "train_files").iterdir())
+    assert [p.resolve() for p in linked] == sorted(p.resolve() for p in train_dir.iterdir())  # the user's images
+    assert resolved["data"]["root"] == str((run / "data" / "train_files").resolve())
+    assert resolved["train"]["base_learning_rate"] == 4.5e-6 and resolved["loss"]["disc_weight"] == 0.8
+    first = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert first["step"] == 2
+    lines = _lines(run)
+    assert any("val/aeloss" in line for line in lines) and any("train/aeloss" in line for line in lines)
+    del sd
+
+
+def test_taming_yaml_errors_name_the_keys(tmp_path, capsys):
+    path, *_ = _custom_vqgan_yaml(tmp_path, extra_params={"colorize_nlabels": 5},
+                                  lightning={"trainer": {"precision": 16, "mystery": 1}})
+    rc = main(["--config", str(path), "--set", f"run_dir={tmp_path / 'r'}"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 2 and "colorize_nlabels" in err and "precision=16" in err and "mystery" in err
+    (tmp_path / "training.txt").unlink()
+    path, *_ = _custom_vqgan_yaml(tmp_path / "b")
+    (tmp_path / "b" / "training.txt").unlink()
+    rc = main(["--config", str(path), "--set", f"run_dir={tmp_path / 'r2'}", "train.max_steps=1"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 2 and "data.train_list" in err and "training.txt" in err
+
+
+def test_quantart_stage1_yaml_with_its_keys_is_the_quantart_family(tmp_path):
+    path, *_ = _custom_vqgan_yaml(tmp_path, target="quantart.models.stage_1.BaseVQGAN")
+    import yaml
+
+    raw = yaml.safe_load(path.read_text())
+    raw["model"]["params"]["lossconfig"]["target"] = "quantart.losses.stage_1.Stage1Loss"
+    path.write_text(yaml.safe_dump(raw))
+    cfg = load_config(path)
+    assert cfg.model.type == "quantart_stage1" and cfg.data.train_list == str(tmp_path / "training.txt")
+    raw["model"]["target"] = "taming.models.vqgan.VQModel"
+    raw["model"]["params"]["freeze_decoder"] = False
+    path.write_text(yaml.safe_dump(raw))
+    assert load_config(path).model.type == "quantart_stage1"
+    del raw["model"]["params"]["freeze_decoder"]
+    raw["model"]["params"]["lossconfig"]["target"] = "taming.modules.losses.vqperceptual.VQLPIPSWithDiscriminator"
+    path.write_text(yaml.safe_dump(raw))
+    assert load_config(path).model.type == "vqgan"  # siyuhuang's vqgan_wikiart.yaml: a taming file
+    run = tmp_path / "run"
+    raw["model"]["target"] = "quantart.models.stage_1.BaseVQGAN"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["--config", str(path), "--set", f"run_dir={run}", "train.max_steps=2", "perceptual.backbone=random",
+                 "train.progress=false"]) == 0
