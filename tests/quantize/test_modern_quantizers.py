@@ -7,8 +7,18 @@ import torch
 import torch.nn.functional as F
 
 from vqfast.errors import InputError
-from vqfast.quantize import (BSQ, FSQ, IBQ, LFQ, EMAVectorQuantizer, ResidualFSQ, ResidualVQ, SimVQ,
-                             VectorQuantizer, rotate_to)
+from vqfast.quantize import (
+    BSQ,
+    FSQ,
+    IBQ,
+    LFQ,
+    EMAVectorQuantizer,
+    ResidualFSQ,
+    ResidualVQ,
+    SimVQ,
+    VectorQuantizer,
+    rotate_to,
+)
 
 vqp = pytest.importorskip("vector_quantize_pytorch")
 

@@ -6,8 +6,7 @@ import torch.nn as nn
 from vqfast.errors import CheckpointError, CheckpointNotFoundError
 from vqfast.models.vqgan import EMAVQ, VQModel
 from vqfast.models.vqvae import VQVAE2, VqVae
-from vqfast.quantize import (BSQ, FSQ, IBQ, LFQ, EMAVectorQuantizer, ResidualFSQ, ResidualVQ, SimVQ,
-                             VectorQuantizer)
+from vqfast.quantize import BSQ, FSQ, IBQ, LFQ, EMAVectorQuantizer, ResidualFSQ, ResidualVQ, SimVQ, VectorQuantizer
 from vqfast.train.families.vq.config import ModelConfig, VQGANModelConfig, VQVAE2ModelConfig
 
 
