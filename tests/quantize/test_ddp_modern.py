@@ -6,8 +6,8 @@ import os
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
 from test_ddp_sync import batches, free_port
+
 from vqfast.ops.binary_entropy import codebook_entropy_reference
 from vqfast.quantize import IBQ, LFQ, ResidualVQ
 
