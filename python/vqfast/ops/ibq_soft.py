@@ -7,19 +7,22 @@ whose value is E[idx] and whose gradient, for g = dL/dz_q, is
     D_n = g_n . O_n,  O = soft E.
 That is attention with the codebook as keys and values: the forward keeps an online softmax (running max,
 normaliser, O) over codebook tiles, the backward recomputes each tile's probabilities from the saved
-log-normaliser. Saved: z, E, idx, O (N, D), lse (N,). Extra memory O(N D + K D + tile), tile =
-rows x codes bounded by _TILE_ELEMENTS. The tiles run as torch matmuls (cuBLAS on a GPU); there is no Triton
-kernel for this op yet, so backend='triton' raises.
+log-normaliser. Saved: z, E, idx, O (N, D), lse (N,). Extra memory O(N D + K D + tile).
+Two implementations: the Triton kernels (vqfast.kernels.ibq_soft: fp32, D <= 256) and a streamed torch path
+(tiles of rows x codes bounded by _TILE_ELEMENTS, cuBLAS matmuls; any D, fp32/fp64).
+Dispatch: backend='triton' -> the kernels (InputError outside their limits); 'auto' -> the kernels on CUDA
+for fp32 with D <= 256, otherwise the streamed torch path; 'torch' -> the streamed torch path.
 """
 from __future__ import annotations
 
 import torch
 
-from vqfast.errors import BackendError, InputError
+from vqfast.errors import InputError
 from vqfast.ops._checks import check_same_device, check_tensor
-from vqfast.ops._dispatch import check_backend_name
+from vqfast.ops._dispatch import check_backend_name, resolve_backend
 
 _TILE_ELEMENTS = 1 << 22
+MAX_D = 256                       # vqfast.kernels.ibq_soft.MAX_D (not imported: kernels load lazily)
 _DTYPES = (torch.float32, torch.float64)
 
 
@@ -39,6 +42,26 @@ def _validate(z, codebook, idx):
 def _tiles(N: int, K: int) -> tuple[int, int]:
     kt = min(K, 4096)
     return max(1, min(N, _TILE_ELEMENTS // kt)), kt
+
+
+class _TritonFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z, E, idx):
+        from vqfast.kernels.ibq_soft import ibq_fwd
+
+        z, E = z.contiguous(), E.contiguous()
+        O, lse = ibq_fwd(z, E)
+        ctx.save_for_backward(z, E, idx, O, lse)
+        return E.index_select(0, idx)
+
+    @staticmethod
+    def backward(ctx, g):
+        from vqfast.kernels.ibq_soft import ibq_bwd
+
+        z, E, idx, O, lse = ctx.saved_tensors
+        g = g.float().contiguous()
+        dz, dE = ibq_bwd(z, E, g, lse, (g * O).sum(1).contiguous())
+        return dz, dE.index_add_(0, idx, g), None
 
 
 class _StreamFn(torch.autograd.Function):
@@ -90,11 +113,17 @@ class _StreamFn(torch.autograd.Function):
 
 def ibq_soft(z: torch.Tensor, codebook: torch.Tensor, idx: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
     """z (N, D), codebook (K, D) fp32/fp64, idx int64 (N,) = argmax_k z.E_k -> z_q = E[idx] (N, D) with IBQ's
-    soft-one-hot gradient (module docstring), streamed: O(N D + K D) extra memory."""
+    soft-one-hot gradient (module docstring), streamed: O(N D + K D) extra memory. Dispatch: module docstring."""
     _validate(z, codebook, idx)
-    if check_backend_name(backend) == "triton":
-        raise BackendError("ibq_soft: there is no Triton kernel for this op yet (its tiles run as torch "
-                           "matmuls); use backend='auto' or 'torch'")
+    be = resolve_backend(backend, z, codebook, op="ibq_soft")
+    fits = z.dtype == torch.float32 and z.shape[1] <= MAX_D
+    if be == "triton" and not fits:
+        if check_backend_name(backend) == "triton":
+            raise InputError(f"ibq_soft: the Triton kernels take fp32 with D <= {MAX_D}, got {z.dtype} D="
+                             f"{z.shape[1]}; use backend='torch'")
+        be = "torch"                                                   # the documented 'auto' rule
+    if be == "triton":
+        return _TritonFn.apply(z, codebook, idx)
     return _StreamFn.apply(z, codebook, idx)
 
 

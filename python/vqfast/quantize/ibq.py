@@ -6,7 +6,7 @@ SEED-Voken src/IBQ/modules/vqvae/quantize.py IndexPropagationQuantize.forward (t
     with z_q2 = hard E. Eval: z_q = E[idx], loss 0.
 Here idx comes from `nearest_code` with a zero codebook-norm vector (argmin -2 z.E = argmax z.E, never N x K)
 and the soft path from `vqfast.ops.ibq_soft` (online softmax over codebook tiles, O(N D + K D)).
-`backend` selects nearest_code's kernel; the soft path always runs as streamed torch matmuls.
+`backend` selects the kernels of nearest_code and of the soft path (vqfast.ops.ibq_soft dispatch rule).
 The optional SEED-Voken entropy loss is not implemented (no argument for it).
 """
 from __future__ import annotations
@@ -48,7 +48,7 @@ class IBQ(QuantizerBase):
         if self.training:
             zf = z_flat.float()
             wf = w.float()
-            z_q = ibq_soft(zf, wf, idx, backend="torch" if self.backend == "torch" else "auto")
+            z_q = ibq_soft(zf, wf, idx, backend=self.backend)
             z_q2 = wf.index_select(0, idx)
             loss = ((z_q - zf) ** 2).mean() + ((z_q2.detach() - zf) ** 2).mean() \
                 + self.beta * ((z_q2 - zf.detach()) ** 2).mean()
