@@ -48,7 +48,7 @@ class VQModel(nn.Module):
     def __init__(self, ddconfig: Mapping[str, Any], n_embed: int, embed_dim: int, *, beta: float = 0.25,
                  legacy: bool = True, backend: str = "auto", ckpt_path: str | None = None,
                  ignore_keys: Sequence[str] = (), loss: nn.Module | None = None, decay: float = 0.99,
-                 eps: float = 1e-5):
+                 eps: float = 1e-5, quantizer: nn.Module | None = None):
         super().__init__()
         ddconfig = dict(ddconfig)
         if ddconfig.get("double_z", False):
@@ -59,8 +59,11 @@ class VQModel(nn.Module):
         self.n_embed, self.embed_dim = int(n_embed), int(embed_dim)
         self.encoder = Encoder(**ddconfig)
         self.decoder = Decoder(**ddconfig)
-        self.quantize = self._build_quantizer(n_embed, embed_dim, beta=beta, legacy=legacy, backend=backend,
-                                              decay=decay, eps=eps)
+        # quantizer: any vqfast.quantize module (FSQ, LFQ, ResidualVQ, ...) taking embed_dim channels
+        self.quantize = quantizer if quantizer is not None else self._build_quantizer(
+            n_embed, embed_dim, beta=beta, legacy=legacy, backend=backend, decay=decay, eps=eps)
+        if quantizer is not None:
+            self.n_embed = int(getattr(quantizer, "codebook_size", n_embed))
         self.quant_conv = nn.Conv2d(ddconfig["z_channels"], embed_dim, 1)
         self.post_quant_conv = nn.Conv2d(embed_dim, ddconfig["z_channels"], 1)
         if loss is not None:
@@ -121,7 +124,8 @@ class VQModel(nn.Module):
         quant, vq_loss, info = self.encode(x)
         recon = self.decode(quant)  # (B, out_ch, H, W)
         perplexity = info[0] if info[0] is not None else torch.ones((), device=x.device)
-        indices = info[2].reshape(quant.shape[0], quant.shape[2], quant.shape[3])  # (B, h, w)
+        # (B, h, w); residual quantizers return (N, Q) codes: their first (coarse) stage is reported
+        indices = info[2].reshape(quant.shape[0], quant.shape[2], quant.shape[3], -1)[..., 0]
         return vq_loss, recon, perplexity, indices
 
     @property

@@ -14,6 +14,7 @@ from torch import nn
 
 from vqfast.errors import InputError
 from vqfast.ops import ema_update_, vq_straight_through
+from vqfast.quantize._implicit import rotate_to
 from vqfast.quantize.base import Layout, QuantizerBase, ddp_active
 
 
@@ -39,7 +40,7 @@ class EMAVectorQuantizer(QuantizerBase):
                  backend: str = "auto", *, precision: str = "ieee", layout: Layout = "channels_first",
                  sane_index_shape: bool = False, deterministic: bool = False, dead_code_steps: int = 100,
                  restart_dead_codes: bool = False, kmeans_init: bool = False, kmeans_iters: int = 10,
-                 usage_decay: float = 0.99, sync_ddp: bool = True):
+                 usage_decay: float = 0.99, sync_ddp: bool = True, rotation_trick: bool = False):
         if not 0.0 <= decay <= 1.0:
             raise InputError(f"EMAVectorQuantizer: decay={decay} must be in [0, 1]")
         if not eps > 0.0:
@@ -51,6 +52,7 @@ class EMAVectorQuantizer(QuantizerBase):
         self.decay = float(decay)
         self.eps = float(eps)
         self.deterministic = deterministic
+        self.rotation_trick = rotation_trick
         self.embedding = EmbeddingEMA(self.n_embed, self.embed_dim, decay, eps)
 
     def forward(self, z: torch.Tensor):
@@ -61,6 +63,8 @@ class EMAVectorQuantizer(QuantizerBase):
                                         backend=self.backend)        # q gathered before the EMA update
         if self.training and self.embedding.update:
             self._ema_step(z_flat, idx)
+        if self.rotation_trick:                                       # arXiv:2410.06424 instead of identity ST
+            z_q = rotate_to(z_flat, self.embedding.weight.detach().index_select(0, idx).to(z_q.dtype))
         self._update_health(counts, self.training)
         if self.training and self.restart_dead_codes:
             self._restart_dead(z_flat)

@@ -2,7 +2,8 @@
 
 Loss (SPEC §1.2b): legacy=True (taming default)  -> mean((sg(q) - z)^2) + beta * mean((q - sg(z))^2)
                    legacy=False (VQ-VAE paper)    -> beta * mean((sg(q) - z)^2) + mean((q - sg(z))^2)
-Output z + sg(q - z); returns (z_q, loss, (perplexity, None, indices)); parameter `embedding.weight`
+Output z + sg(q - z) (or, with rotation_trick=True, the rotation trick of arXiv:2410.06424 as in
+vector-quantize-pytorch rotate_to); returns (z_q, loss, (perplexity, None, indices)); parameter `embedding.weight`
 initialised U(-1/K, 1/K) as taming does.
 """
 from __future__ import annotations
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 
 from vqfast.ops import vq_straight_through
+from vqfast.quantize._implicit import rotate_to
 from vqfast.quantize.base import Layout, QuantizerBase
 
 
@@ -19,12 +21,13 @@ class VectorQuantizer(QuantizerBase):
                  backend: str = "auto", *, precision: str = "ieee", layout: Layout = "channels_first",
                  sane_index_shape: bool = False, dead_code_steps: int = 100, restart_dead_codes: bool = False,
                  kmeans_init: bool = False, kmeans_iters: int = 10, usage_decay: float = 0.99,
-                 sync_ddp: bool = True):
+                 sync_ddp: bool = True, rotation_trick: bool = False):
         super().__init__(n_embed, embed_dim, beta, backend=backend, precision=precision, layout=layout,
                          sane_index_shape=sane_index_shape, dead_code_steps=dead_code_steps,
                          restart_dead_codes=restart_dead_codes, kmeans_init=kmeans_init,
                          kmeans_iters=kmeans_iters, usage_decay=usage_decay, sync_ddp=sync_ddp)
         self.legacy = legacy
+        self.rotation_trick = rotation_trick
         self.embedding = nn.Embedding(self.n_embed, self.embed_dim)
         self.embedding.weight.data.uniform_(-1.0 / self.n_embed, 1.0 / self.n_embed)
 
@@ -35,6 +38,8 @@ class VectorQuantizer(QuantizerBase):
         c_commit, c_book = (1.0, self.beta) if self.legacy else (self.beta, 1.0)
         z_q, loss = vq_straight_through(z_flat, self.embedding.weight, idx, c_commit=c_commit, c_book=c_book,
                                         backend=self.backend)        # (N, D), ()
+        if self.rotation_trick:                                       # arXiv:2410.06424 instead of identity ST
+            z_q = rotate_to(z_flat, self.embedding.weight.detach().index_select(0, idx).to(z_q.dtype))
         self._update_health(counts, self.training)
         if self.training and self.restart_dead_codes:
             self._restart_dead(z_flat)

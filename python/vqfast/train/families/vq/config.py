@@ -40,6 +40,103 @@ class DDConfig:
 
 
 @dataclass
+class VQQuantizerConfig:
+    """taming VectorQuantizer2 (``model.quantizer.type: vq``); size, β and legacy from model.n_embed/beta/legacy."""
+    type: Literal["vq"] = "vq"
+    rotation_trick: bool = False
+    """The rotation trick (arXiv:2410.06424) instead of the identity straight-through."""
+    restart_dead_codes: bool = False
+    dead_code_steps: int = bounded(100, ge=1)
+    kmeans_init: bool = False
+
+
+@dataclass
+class EMAQuantizerConfig:
+    """taming EMAVectorQuantizer (``ema``); size, β, decay, eps from the model section."""
+    type: Literal["ema"] = "ema"
+    rotation_trick: bool = False
+    restart_dead_codes: bool = False
+    dead_code_steps: int = bounded(100, ge=1)
+    kmeans_init: bool = False
+
+
+@dataclass
+class FSQQuantizerConfig:
+    """FSQ (``fsq``): codebook size = prod(levels); projections when len(levels) != embed_dim."""
+    type: Literal["fsq"] = "fsq"
+    levels: list[int] = bounded(factory=lambda: [8, 5, 5, 5], ge=2)
+    preserve_symmetry: bool = False
+
+
+@dataclass
+class RFSQQuantizerConfig:
+    """Residual FSQ (``rfsq``)."""
+    type: Literal["rfsq"] = "rfsq"
+    levels: list[int] = bounded(factory=lambda: [8, 5, 5, 5], ge=2)
+    num_quantizers: int = bounded(2, ge=1)
+    quantize_dropout: bool = False
+
+
+@dataclass
+class LFQQuantizerConfig:
+    """LFQ (``lfq``, MAGVIT-v2): codebook_size default 2^embed_dim; projections otherwise."""
+    type: Literal["lfq"] = "lfq"
+    codebook_size: Optional[int] = bounded(None, ge=2)
+    entropy_loss_weight: float = bounded(0.1, ge=0)
+    commitment_loss_weight: float = bounded(0.25, ge=0)
+    diversity_gamma: float = bounded(1.0, ge=0)
+    inv_temperature: float = bounded(100.0, gt=0)
+    spherical: bool = False
+
+
+@dataclass
+class BSQQuantizerConfig:
+    """BSQ (``bsq``, BSQ-ViT): embed_dim bits on the unit sphere."""
+    type: Literal["bsq"] = "bsq"
+    beta: float = bounded(0.25, ge=0)
+    gamma0: float = bounded(1.0, ge=0)
+    gamma: float = bounded(1.0, ge=0)
+    zeta: float = bounded(1.0, ge=0)
+    inv_temperature: float = bounded(1.0, gt=0)
+    group_size: Optional[int] = bounded(None, ge=1)
+    """Codebook entropy over groups of this many bits (BSQ-ViT's approximation); default: exact (embed_dim)."""
+
+
+@dataclass
+class RVQQuantizerConfig:
+    """Residual VQ (``rvq``): model.n_embed codes per stage."""
+    type: Literal["rvq"] = "rvq"
+    num_quantizers: int = bounded(4, ge=1)
+    shared_codebook: bool = False
+    quantize_dropout: bool = False
+    ema_update: bool = True
+    decay: float = bounded(0.8, ge=0, le=1)
+    commitment_weight: float = bounded(1.0, ge=0)
+    rotation_trick: bool = False
+
+
+@dataclass
+class SimVQQuantizerConfig:
+    """SimVQ (``simvq``): model.n_embed frozen codes through a learned linear map."""
+    type: Literal["simvq"] = "simvq"
+    rotation_trick: bool = True
+    input_to_quantize_commit_loss_weight: float = bounded(0.25, ge=0)
+    commitment_weight: float = bounded(1.0, ge=0)
+
+
+@dataclass
+class IBQQuantizerConfig:
+    """IBQ (``ibq``, SEED-Voken): model.n_embed codes, β from model.beta."""
+    type: Literal["ibq"] = "ibq"
+
+
+QuantizerConfig = Union[VQQuantizerConfig, EMAQuantizerConfig, FSQQuantizerConfig, RFSQQuantizerConfig,
+                        LFQQuantizerConfig, BSQQuantizerConfig, RVQQuantizerConfig, SimVQQuantizerConfig,
+                        IBQQuantizerConfig]
+IMPLICIT_QUANTIZERS = ("fsq", "rfsq", "lfq", "bsq")
+
+
+@dataclass
 class VQGANModelConfig:
     """taming VQModel (``type: vqgan``) or EMAVQ (``type: emavq``)."""
     type: Literal["vqgan", "emavq"] = "vqgan"
@@ -59,6 +156,21 @@ class VQGANModelConfig:
     """With ``remap``: the code of a row outside it (taming: "random", "extra" or an integer)."""
     ignore_keys: list[str] = field(default_factory=list)
     ddconfig: DDConfig = field(default_factory=DDConfig)
+    quantizer: Optional[QuantizerConfig] = None
+    """The quantizer (``type: vq | ema | fsq | lfq | bsq | rvq | rfsq | simvq | ibq`` plus its arguments);
+    unset: taming's (vq for model.type vqgan, ema for emavq)."""
+
+    def __post_init__(self):
+        q = self.quantizer
+        if q is None:
+            return
+        problems((self.type == "vqgan", f"model.quantizer.type={q.type!r} needs model.type=vqgan (model.type="
+                                        f"{self.type!r} fixes taming's EMA quantizer; use quantizer.type ema)"),
+                 (q.type not in IMPLICIT_QUANTIZERS or self.n_embed == 1024,
+                  f"model.n_embed={self.n_embed}: model.quantizer.type={q.type!r} has an implicit codebook whose "
+                  "size its own keys decide; leave model.n_embed unset"),
+                 (q.type != "bsq" or self.embed_dim <= 62,
+                  f"model.embed_dim={self.embed_dim}: BSQ indices need <= 62 bits"))
 
 
 @dataclass

@@ -7,9 +7,10 @@ from typing import Mapping, Optional
 import torch
 import torch.nn as nn
 
-from vqfast.errors import CheckpointError, CheckpointNotFoundError
+from vqfast.errors import CheckpointError, CheckpointNotFoundError, ConfigError
 from vqfast.models.vqgan import EMAVQ, VQModel, load_state_dict_file
 from vqfast.models.vqvae import VQVAE2, VqVae
+from vqfast.quantize import BSQ, FSQ, IBQ, LFQ, EMAVectorQuantizer, ResidualFSQ, ResidualVQ, SimVQ, VectorQuantizer
 from vqfast.train.families.vq.config import ModelConfig, VQGANModelConfig, VQVAE2ModelConfig
 
 log = logging.getLogger("vqfast")
@@ -32,10 +33,14 @@ def build_model(m: ModelConfig, backend: str, init_state: Optional[Mapping[str, 
     ``model.ckpt_path``) or, when None, from ``model.ckpt_path`` itself."""
     if isinstance(m, VQGANModelConfig):
         cls = EMAVQ if m.type == "emavq" else VQModel
+        quantizer = build_quantizer(m, backend) if m.quantizer is not None else None
         model = cls(dict(vars(m.ddconfig)), m.n_embed, m.embed_dim, beta=m.beta, legacy=m.legacy, backend=backend,
-                    decay=m.decay, eps=m.eps)
+                    decay=m.decay, eps=m.eps, quantizer=quantizer)
         if m.remap is not None:  # before the checkpoint: a taming checkpoint trained with remap holds `used`
             from vqfast.quantize.remap import load_used
+            if not hasattr(model.quantize, "set_remap"):
+                raise ConfigError(f"model.remap: taming's remap applies to the vq/ema quantizers, not "
+                                  f"model.quantizer.type={m.quantizer.type!r}")
             model.quantize.set_remap(load_used(m.remap), m.unknown_index)
         if init_state is None and m.ckpt_path is not None:
             init_state = read_taming_checkpoint(m.ckpt_path, "model.ckpt_path")
@@ -47,6 +52,38 @@ def build_model(m: ModelConfig, backend: str, init_state: Optional[Mapping[str, 
                       m.nb_entries, m.scaling_rates, m.decay, m.eps, backend=backend)
     return VqVae(m.input_channels, m.output_channels, m.vocab_size, m.n_init, m.commitment_cost, m.decay, m.ch,
                  m.ch_mult, m.num_res_blocks, m.attn_resolutions, m.resolution, m.dropout, backend=backend)
+
+
+def build_quantizer(m: VQGANModelConfig, backend: str) -> nn.Module:
+    """``model.quantizer`` -> the vqfast.quantize module (channels-first on the embed_dim-channel latent)."""
+    q, K, D = m.quantizer, m.n_embed, m.embed_dim
+    health = dict(restart_dead_codes=getattr(q, "restart_dead_codes", False),
+                  dead_code_steps=getattr(q, "dead_code_steps", 100), kmeans_init=getattr(q, "kmeans_init", False))
+    if q.type == "vq":
+        return VectorQuantizer(K, D, beta=m.beta, legacy=m.legacy, backend=backend, rotation_trick=q.rotation_trick,
+                               **health)
+    if q.type == "ema":
+        return EMAVectorQuantizer(K, D, beta=m.beta, decay=m.decay, eps=m.eps, backend=backend,
+                                  rotation_trick=q.rotation_trick, **health)
+    if q.type == "fsq":
+        return FSQ(q.levels, D, preserve_symmetry=q.preserve_symmetry, backend=backend)
+    if q.type == "rfsq":
+        return ResidualFSQ(q.levels, q.num_quantizers, D, quantize_dropout=q.quantize_dropout, backend=backend)
+    if q.type == "lfq":
+        return LFQ(D, q.codebook_size, q.entropy_loss_weight, q.commitment_loss_weight, q.diversity_gamma,
+                   inv_temperature=q.inv_temperature, spherical=q.spherical, backend=backend)
+    if q.type == "bsq":
+        return BSQ(D, q.beta, q.gamma0, q.gamma, q.zeta, inv_temperature=q.inv_temperature, group_size=q.group_size,
+                   backend=backend)
+    if q.type == "rvq":
+        return ResidualVQ(q.num_quantizers, K, D, shared_codebook=q.shared_codebook,
+                          quantize_dropout=q.quantize_dropout, ema_update=q.ema_update, decay=q.decay,
+                          commitment_weight=q.commitment_weight, rotation_trick=q.rotation_trick, backend=backend)
+    if q.type == "simvq":
+        return SimVQ(D, K, rotation_trick=q.rotation_trick,
+                     input_to_quantize_commit_loss_weight=q.input_to_quantize_commit_loss_weight,
+                     commitment_weight=q.commitment_weight, backend=backend)
+    return IBQ(K, D, beta=m.beta, backend=backend)
 
 
 def load_taming_checkpoint(model: nn.Module, source, ignore_keys, key: str) -> None:

@@ -1,0 +1,114 @@
+"""ResidualVQ (Zeghidour et al. 2021, arXiv:2107.03312 Algorithm 1; vector-quantize-pytorch residual_vq.py).
+
+Stage i quantizes the residual r_i = x - sum_{j<i} q_j with its own codebook (or one shared codebook),
+each stage a vqfast VectorQuantizer (learned, loss beta commitment + codebook) or EMAVectorQuantizer
+(ema_update=True, vector-quantize-pytorch's default) on the fused `nearest_code` lookup; the output is
+sum_i q_i with each stage's straight-through (gradient to x through every stage, as there: residuals use
+sg(q)). Loss = sum of stage losses. Quantize dropout (training) keeps the first r+1 stages, r drawn from
+a step-seeded generator, identical on every DDP rank without communication; dropped stages have index -1.
+Indices (N, num_quantizers). Health: stage 0 under the plain names, every stage under stage<i>/<name>;
+with a shared codebook the one codebook's health counts every stage's assignments.
+"""
+from __future__ import annotations
+
+import random
+
+import torch
+from torch import nn
+
+from vqfast.errors import InputError
+from vqfast.quantize.base import Layout, QuantizerBase
+from vqfast.quantize.ema import EMAVectorQuantizer
+from vqfast.quantize.vq import VectorQuantizer
+
+
+class ResidualVQ(QuantizerBase):
+    def __init__(self, num_quantizers: int, codebook_size: int, dim: int, *, shared_codebook: bool = False,
+                 quantize_dropout: bool = False, quantize_dropout_cutoff_index: int = 0,
+                 quantize_dropout_multiple_of: int = 1, ema_update: bool = True, decay: float = 0.8,
+                 eps: float = 1e-5, commitment_weight: float = 1.0, rotation_trick: bool = False,
+                 kmeans_init: bool = False, kmeans_iters: int = 10, restart_dead_codes: bool = False,
+                 dead_code_steps: int = 100, backend: str = "auto", precision: str = "ieee",
+                 layout: Layout = "channels_first", sane_index_shape: bool = False, usage_decay: float = 0.99,
+                 sync_ddp: bool = True, seed: int = 0):
+        if int(num_quantizers) < 1:
+            raise InputError(f"ResidualVQ: num_quantizers={num_quantizers} must be >= 1")
+        if not 0 <= quantize_dropout_cutoff_index < num_quantizers:
+            raise InputError(f"ResidualVQ: quantize_dropout_cutoff_index={quantize_dropout_cutoff_index} must be "
+                             f"in [0, num_quantizers={num_quantizers})")
+        super().__init__(codebook_size, dim, commitment_weight, backend=backend, precision=precision, layout=layout,
+                         sane_index_shape=sane_index_shape, dead_code_steps=dead_code_steps,
+                         restart_dead_codes=False, kmeans_init=False, kmeans_iters=1, usage_decay=usage_decay,
+                         sync_ddp=sync_ddp)
+        self.num_quantizers = int(num_quantizers)
+        self.codebook_size = self.n_embed
+        self.shared_codebook = shared_codebook
+        common = dict(backend=backend, precision=precision, layout="channels_last", dead_code_steps=dead_code_steps,
+                      restart_dead_codes=restart_dead_codes, kmeans_init=kmeans_init, kmeans_iters=kmeans_iters,
+                      usage_decay=usage_decay, sync_ddp=sync_ddp, rotation_trick=rotation_trick)
+
+        def make():
+            if ema_update:
+                return EMAVectorQuantizer(self.n_embed, self.embed_dim, beta=commitment_weight, decay=decay, eps=eps,
+                                          **common)
+            return VectorQuantizer(self.n_embed, self.embed_dim, beta=commitment_weight, legacy=False, **common)
+
+        self.layers = nn.ModuleList([make() for _ in range(1 if shared_codebook else self.num_quantizers)])
+        self.quantize_dropout = bool(quantize_dropout) and self.num_quantizers > 1
+        self.quantize_dropout_cutoff_index = int(quantize_dropout_cutoff_index)
+        self.quantize_dropout_multiple_of = int(quantize_dropout_multiple_of)
+        self.seed = int(seed)
+        self._step = 0
+
+    def stage(self, i: int) -> QuantizerBase:
+        return self.layers[0 if self.shared_codebook else i]
+
+    def _dropout_index(self) -> int:
+        self._step += 1
+        r = random.Random(self.seed * 1_000_003 + self._step).randrange(self.quantize_dropout_cutoff_index,
+                                                                        self.num_quantizers)
+        m = self.quantize_dropout_multiple_of
+        return (-(-(r + 1) // m) * m) - 1 if m != 1 else r
+
+    def forward(self, z: torch.Tensor):
+        x = self._flatten(z)                                                 # (N, D)
+        drop = self._dropout_index() if self.training and self.quantize_dropout and torch.is_grad_enabled() else None
+        out = torch.zeros_like(x)
+        residual = x
+        loss = torch.zeros((), dtype=torch.float32, device=x.device)
+        all_idx = []
+        for i in range(self.num_quantizers):
+            if drop is not None and i > drop:
+                all_idx.append(torch.full((x.shape[0],), -1, dtype=torch.int64, device=x.device))
+                continue
+            q, l, (_, _, idx) = self.stage(i)(residual)
+            residual = residual - q.detach()
+            out = out + q
+            loss = loss + l
+            all_idx.append(idx)
+        idx = torch.stack(all_idx, dim=-1)                                   # (N, Q)
+        self._last_metrics = dict(self.stage(0).codebook_metrics())
+        if self.sane_index_shape:
+            lead = (z.shape[0], *z.shape[2:]) if self.layout == "channels_first" else z.shape[:-1]
+            idx = idx.view(*lead, self.num_quantizers)
+        return self._unflatten(out, z), loss, (self._last_metrics["perplexity"], None, idx)
+
+    def codebook_metrics(self) -> dict[str, torch.Tensor]:
+        out = dict(self._last_metrics)
+        for i, layer in enumerate(self.layers):
+            out.update({f"stage{i}/{k}": v for k, v in layer.codebook_metrics().items()})
+        return out
+
+    def get_codebook_entry(self, indices: torch.Tensor, shape=None) -> torch.Tensor:
+        """indices (..., Q) (-1 = dropped) -> sum of the stages' codes."""
+        idx = indices.reshape(-1, self.num_quantizers).long()
+        z_q = torch.zeros(idx.shape[0], self.embed_dim, device=idx.device, dtype=self.stage(0).embedding.weight.dtype)
+        for i in range(self.num_quantizers):
+            w = self.stage(i).embedding.weight
+            keep = (idx[:, i] >= 0)[:, None]
+            z_q = z_q + torch.where(keep, w.index_select(0, idx[:, i].clamp_min(0)), 0.0)
+        if shape is not None:
+            z_q = z_q.view(shape)
+            if self.layout == "channels_first":
+                z_q = z_q.movedim(-1, 1).contiguous()
+        return z_q
