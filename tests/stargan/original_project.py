@@ -106,6 +106,7 @@ class _Block(nn.Module):
 class OriginalNets(nn.Module):
     def __init__(self, m: dict):
         super().__init__()
+        self.model_cfg = dict(m)
         gn = m.get("exp_branch", "baseline_AdaIN") != "baseline_AdaIN"
         sn = m.get("exp_branch", "baseline_AdaIN") != "AdaGN_no_SN"
         c, s, lc, n, groups = m["base_dim"], m["style_dim"], m["latent_channels"], m["num_domains"], m["num_groups"]
@@ -177,4 +178,4 @@ class OriginalNets(nn.Module):
         opt_d = torch.optim.AdamW(self.D.parameters(), lr=1e-4, betas=(0.0, 0.99))
         return {"epoch": epoch, "global_step": global_step, "G": sd(self.G, pre), "F": sd(self.F, pre),
                 "E": sd(self.E, pre), "D": sd(self.D, ""), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                "config": {"model": {"base_dim": 64}}}
+                "config": dict(copy.deepcopy(CONFIG), model=dict(self.model_cfg))}

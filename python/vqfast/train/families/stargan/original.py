@@ -109,7 +109,7 @@ def _section(raw: dict, name: str, errors: list[str]) -> dict:
     return value
 
 
-def _model(src: dict, out: dict, errors: list[str]) -> None:
+def translate_model(src: dict, out: dict, errors: list[str]) -> None:
     m = out["model"]
     missing = [k for k in _MODEL_REQUIRED if k not in src]
     if missing:
@@ -235,7 +235,7 @@ def translate(raw: dict, where: str) -> dict[str, Any]:
     exp = _section(raw, "experiment", errors)
     errors += [f"experiment.{k}: not a seed-003 key (name, outputs_dir)" for k in exp if k not in ("name",
                                                                                                      "outputs_dir")]
-    _model(_section(raw, "model", errors), out, errors)
+    translate_model(_section(raw, "model", errors), out, errors)
     _same(_section(raw, "loss", errors), _LOSS_SAME, out["loss"], "loss", errors)
     training = _section(raw, "training", errors)
     _training(training, out, ignored, errors)

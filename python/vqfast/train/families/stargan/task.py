@@ -41,7 +41,7 @@ from vqfast.models.stargan import ORIGINAL_NETS, LatentStarGAN, convert_original
 from vqfast.train.engine.optim import LRFactor
 from vqfast.train.engine.samples import save_png, tile_rows
 from vqfast.train.engine.task import Logs, TaskBase
-from vqfast.train.families.stargan.config import StarGANConfig
+from vqfast.train.families.stargan.config import StarGANConfig, StarGANModelConfig
 from vqfast.train.families.stargan.samples import SampleRenderer
 
 log = logging.getLogger("vqfast")
@@ -62,6 +62,34 @@ class _Offset(LRFactor):
 LOG_KEYS = ("d_loss", "g_loss", "g_adv", "sty", "ds", "cyc", "id", "r1", "lambda_ds")
 
 
+def build_nets(m: StarGANModelConfig, backend: str = "auto", device: torch.device | str = "cpu") -> LatentStarGAN:
+    """The four networks (+ EMA copies) of a ``model`` section."""
+    return LatentStarGAN(
+        latent_channels=m.latent_channels, style_dim=m.style_dim, base_dim=m.base_dim, n_res_blocks=m.n_res_blocks,
+        num_domains=m.num_domains, d_layers=m.d_layers, latent_dim=m.latent_dim,
+        mapping_hidden_dim=m.mapping_hidden_dim, mapping_shared_layers=m.mapping_shared_layers, d_dim=m.d_dim,
+        d_spectral_norm=m.d_spectral_norm, ema=m.ema, ema_beta=m.ema_beta, init=m.init, backend=backend,
+        norm=m.norm, num_groups=m.num_groups, style_mid_dim=m.style_mid_dim).to(device)
+
+
+def load_original_nets(nets: LatentStarGAN, obj, what: str) -> None:
+    """G/F/E/D of a seed-003 checkpoint payload into ``nets`` (EMA copies, when kept, start from them)."""
+    missing = [k for k in ORIGINAL_NETS if not isinstance(obj, dict) or k not in obj]
+    if missing:
+        raise CheckpointError(f"{what} is not a seed-003 checkpoint: no {missing} entries "
+                              f"(it has: {sorted(obj) if isinstance(obj, dict) else type(obj).__name__})")
+    for key, attr in ORIGINAL_NETS.items():
+        try:
+            getattr(nets, attr).load_state_dict(convert_original_state_dict(key, obj[key]), strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{what}: {key!r} does not match the network built from the config: "
+                                  f"{str(exc).splitlines()[0][:300]}") from exc
+    if nets.has_ema:
+        for ema, net in ((nets.generator_ema, nets.generator), (nets.style_encoder_ema, nets.style_encoder),
+                         (nets.mapping_ema, nets.mapping)):
+            ema.load_state_dict(net.state_dict())
+
+
 class StarGANLatentTask(TaskBase):
     name = "stargan_v2_latent"
     progress_keys = ("g_loss", "d_loss")
@@ -69,13 +97,8 @@ class StarGANLatentTask(TaskBase):
 
     def __init__(self, cfg: StarGANConfig, device: torch.device | str = "cpu"):
         super().__init__(cfg, torch.device(device))
-        m, t = cfg.model, cfg.training
-        self.nets = LatentStarGAN(
-            latent_channels=m.latent_channels, style_dim=m.style_dim, base_dim=m.base_dim,
-            n_res_blocks=m.n_res_blocks, num_domains=m.num_domains, d_layers=m.d_layers, latent_dim=m.latent_dim,
-            mapping_hidden_dim=m.mapping_hidden_dim, mapping_shared_layers=m.mapping_shared_layers, d_dim=m.d_dim,
-            d_spectral_norm=m.d_spectral_norm, ema=m.ema, ema_beta=m.ema_beta, init=m.init,
-            backend=cfg.backend, norm=m.norm, num_groups=m.num_groups, style_mid_dim=m.style_mid_dim).to(self.device)
+        t = cfg.training
+        self.nets = build_nets(cfg.model, cfg.backend, self.device)
         n = self.nets
         betas = (float(t.betas[0]), float(t.betas[1]))
         fused = {"fused": True} if t.optim_fused and self.device.type == "cuda" else {}
@@ -123,21 +146,7 @@ class StarGANLatentTask(TaskBase):
         except Exception as exc:
             raise CheckpointError(f"training.init_from={path!r} cannot be read ({type(exc).__name__}: "
                                   f"{str(exc).splitlines()[0][:200]})") from exc
-        missing = [k for k in ORIGINAL_NETS if not isinstance(obj, dict) or k not in obj]
-        if missing:
-            raise CheckpointError(f"training.init_from={path!r} is not a seed-003 checkpoint: no {missing} entries "
-                                  f"(it has: {sorted(obj) if isinstance(obj, dict) else type(obj).__name__})")
-        for key, attr in ORIGINAL_NETS.items():
-            try:
-                getattr(self.nets, attr).load_state_dict(convert_original_state_dict(key, obj[key]), strict=True)
-            except RuntimeError as exc:
-                raise CheckpointError(f"training.init_from={path!r}: {key!r} does not match the network built from "
-                                      f"the config: {str(exc).splitlines()[0][:300]}") from exc
-        if self.nets.has_ema:
-            for ema, net in ((self.nets.generator_ema, self.nets.generator),
-                             (self.nets.style_encoder_ema, self.nets.style_encoder),
-                             (self.nets.mapping_ema, self.nets.mapping)):
-                ema.load_state_dict(net.state_dict())
+        load_original_nets(self.nets, obj, f"training.init_from={path!r}")
         loaded = ["G", "F", "E", "D"]
         if self.cfg.training.init_optimizers:
             for key, opt in (("opt_g", self.opt_g), ("opt_d", self.opt_d)):
