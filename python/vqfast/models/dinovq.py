@@ -19,7 +19,8 @@ Quantiser: ``vqfast.quantize.EMAVectorQuantizer`` (channels-last tokens; nearest
   * ``"ema"`` (seed 004's lucidrains ``VectorQuantize(threshold_ema_dead_code=1)``, ``EuclideanCodebook.
     expire_codes_``): after the EMA update, every code whose EMA count ``cluster_size`` is below
     ``threshold_ema_dead_code`` is replaced by a random token of the batch, its count reset to the threshold and
-    its EMA sum to token × threshold (``replace``); no host sync (masked ``torch.where``).
+    its EMA sum to token × threshold (``replace``); no host sync (masked ``torch.where``). Without k-means init
+    the EMA counts start at 1 as lucidrains' (taming's EMA starts them at 0, which would expire every code).
   * ``"steps"``: vqfast's rule — a code unused for ``dead_code_steps`` training steps is replaced.
 Orthogonal regulariser (``orthogonal_reg_weight`` > 0; lucidrains ``orthogonal_loss_fn``, eq. 2 of
 arXiv:2112.00384): Σ cos²(W_i, W_j)/n² − 1/n over the codes used in the batch (``orthogonal_reg_active_codes_only``),
@@ -198,6 +199,8 @@ class DinoVQModel(nn.Module):
                                            dead_code_steps=dead_code_steps,
                                            restart_dead_codes=restart_dead_codes and dead_code_rule == "steps",
                                            kmeans_init=kmeans_init, kmeans_iters=kmeans_iters)
+        if dead_code_rule == "ema" and not kmeans_init:  # lucidrains' EMA counts start at 1 (taming's at 0)
+            self.quantize.embedding.cluster_size.fill_(1.0)
         self.quantizers = [self.quantize]  # what the engine's codebook_stats looks for
         self.vocab_size = int(codebook_size)
         self.dino_decoder = DinoFeatureDecoder(D, dino_decoder_dim or D, dino_decoder_depth, dino_decoder_num_heads,
