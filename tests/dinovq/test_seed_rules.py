@@ -13,7 +13,6 @@ from vqfast.train.config import build
 from vqfast.train.families.dinovq.config import DinoVQConfig
 from vqfast.train.families.dinovq.task import get_optimizer
 
-
 # ---- one optimizer factory ----------------------------------------------------------------------------------
 
 def test_get_optimizer_is_lucidrains_form():
@@ -157,7 +156,7 @@ def test_one_pass_adaptive_weight_equals_the_reference(batch, perceptual):
                            recon_loss_weight=0.7, fast_adaptive_weight=fast, **extra).eval()
         model.discriminator.requires_grad_(False)            # the task's G step: D frozen
         passes = []
-        model.discriminator.register_full_backward_hook(lambda *a: passes.append(1))
+        model.discriminator.register_full_backward_hook(lambda *a, passes=passes: passes.append(1))
         losses = model.compute_loss(imgs[:2], feats[:2], "generator", 3)
         losses["total_loss"].backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
