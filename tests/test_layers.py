@@ -13,7 +13,8 @@ import vqfast
 
 ROOT = Path(vqfast.__file__).resolve().parent
 LAYERS = {"errors": 0, "kernels": 1, "loaders": 1, "io": 2, "ops": 2, "quantize": 3, "nn": 4, "losses": 5, "models": 5,
-          "data": 6, "train": 7, "eval": 7, "tools": 8, "stylize": 8, "plot": 8}
+          "data": 6, "train": 7, "eval": 7, "tools": 8, "stylize": 8, "plot": 8,
+          "stargan_sample": 8}
 TRAIN_LAYERS = {"config": 0, "engine": 1, "families": 2, "__main__": 3, "": 3}
 
 

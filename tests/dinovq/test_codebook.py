@@ -26,7 +26,8 @@ def test_kmeans_init_on_first_batch(batch):
 
 def test_usage_and_dead_code_metrics(batch):
     imgs, feats = batch
-    model = tiny_model(kmeans_init=False, codebook_size=64, dead_code_steps=2, restart_dead_codes=False).train()
+    model = tiny_model(kmeans_init=False, codebook_size=64, dead_code_steps=2, restart_dead_codes=False,
+                       dead_code_rule="steps").train()
     for _ in range(3):
         model.compute_loss(imgs[:1], feats[:1])  # 16 tokens per step: most of the 64 codes stay unused
     m = model.quantize.codebook_metrics()
@@ -41,7 +42,8 @@ def test_usage_and_dead_code_metrics(batch):
 
 def test_dead_codes_are_restarted(batch):
     imgs, feats = batch
-    model = tiny_model(kmeans_init=False, codebook_size=64, dead_code_steps=2, restart_dead_codes=True).train()
+    model = tiny_model(kmeans_init=False, codebook_size=64, dead_code_steps=2, restart_dead_codes=True,
+                       dead_code_rule="steps").train()
     for _ in range(3):
         model.compute_loss(imgs[:1], feats[:1])
     assert int(model.quantize.codebook_metrics()["restarted_codes"]) > 0

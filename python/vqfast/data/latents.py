@@ -3,6 +3,10 @@
 A shard is a ``torch.save`` file holding ``{"latents": float32 (N, C, H, W) unscaled, "labels": int64 (N,)}``.
 ``vqfast.io.LatentShardLoader`` (Rust) reads them; ``vqfast.loaders.latents.TorchLatentShardLoader`` is its
 pure-Python reference (same arguments, plan, batches, state and skip rule).
+
+The seed-003 project's own layout is also read (``DomainFolderLatents``): ``root/<domain>/<file>.pt|.npy``, one
+latent per file (a tensor, or a dict with ``latent``/``x``/first value; ``1×C×H×W`` squeezed), preloaded per
+domain, with the original epoch sampler (``dataset.py`` ``LatentMultiDomainDataset.set_epoch``).
 """
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ from vqfast.loaders.latents import LatentDataError, TorchLatentShardLoader
 log = logging.getLogger("vqfast")
 
 __all__ = ["SD_LATENT_STD", "domain_statistics", "make_latent_shards", "list_shards", "build_latent_loader",
-           "check_labels", "ReferencePool", "LatentDataError"]
+           "check_labels", "ReferencePool", "LatentDataError", "read_latent_file", "domain_files",
+           "DomainFolderLatents"]
 
 SD_LATENT_STD = 1.0 / 0.18215
 """Unscaled SD-1.5 VAE latents have roughly this std (that is what latent_scale normalises)."""
@@ -230,3 +235,162 @@ class ReferencePool:
                 out = torch.empty((y_trg.numel(), *chosen.shape[1:]), dtype=chosen.dtype)
             out[rows] = chosen
         return out
+
+
+# ---- seed 003's own layout: root/<domain>/<file>.pt|.npy, one latent per file ------------------------------
+
+_FILE_EXTS = (".pt", ".npy")
+
+
+def _unwrap_latent(obj, path: str) -> torch.Tensor:
+    """seed 003 ``dataset.py`` ``_load_latent_tensor``: dict → ``latent``, else ``x``, else its first value;
+    float32; a leading batch axis of 1 squeezed; must then be (C, H, W)."""
+    if isinstance(obj, dict):
+        if not obj:
+            raise LatentDataError(f"{path}: empty dict, expected a latent tensor")
+        obj = obj["latent"] if "latent" in obj else obj["x"] if "x" in obj else next(iter(obj.values()))
+    if not isinstance(obj, torch.Tensor):
+        try:
+            obj = torch.as_tensor(obj)
+        except Exception as exc:
+            raise LatentDataError(f"{path}: holds {type(obj).__name__}, expected a latent tensor") from exc
+    t = obj.float()
+    if t.dim() == 4 and t.shape[0] == 1:
+        t = t.squeeze(0)
+    if t.dim() != 3:
+        raise LatentDataError(f"{path}: expected a latent of shape [C, H, W] (or [1, C, H, W]), got "
+                              f"{tuple(obj.shape)}")
+    return t.contiguous()
+
+
+def read_latent_file(path: str | Path, reader: str = "auto") -> torch.Tensor:
+    """One per-file latent → float32 (C, H, W).
+
+    ``.pt``: ``vqfast.io.load_pt`` (the Rust zip/pickle reader, zero-copy) for ``reader`` auto/rust, ``torch.load``
+    (``weights_only=True``) for ``torch`` — the reference the Rust path is tested against; ``.npy``: numpy."""
+    path = str(path)
+    if reader not in ("auto", "rust", "torch"):
+        raise LatentDataError(f"data.loader={reader!r}; allowed: 'auto', 'rust', 'torch'")
+    try:
+        if path.lower().endswith(".npy"):
+            import numpy as np
+            return _unwrap_latent(torch.from_numpy(np.load(path, allow_pickle=False)), path)
+        load = None
+        if reader != "torch":
+            try:
+                from vqfast.io import load_pt as load
+            except Exception as exc:
+                if reader == "rust":
+                    raise LatentDataError(f"data.loader='rust' but vqfast.io.load_pt is unavailable: {exc}") from exc
+        if load is None:
+            def load(p):
+                return torch.load(p, map_location="cpu", weights_only=True)
+        obj = load(path)
+    except LatentDataError:
+        raise
+    except Exception as exc:
+        raise LatentDataError(f"{path}: cannot read the latent ({type(exc).__name__}: {exc})") from exc
+    return _unwrap_latent(obj, path)
+
+
+def domain_files(root: str | Path, domains: Sequence[str]) -> list[list[Path]]:
+    """Per domain, its ``*.pt`` and ``*.npy`` files (sorted, as seed 003); errors name the missing folder."""
+    root = Path(root)
+    if not root.is_dir():
+        raise LatentDataError(f"data root {str(root)!r} is not a directory (expected one sub-folder per domain)")
+    out = []
+    for d in domains:
+        folder = root / d
+        if not folder.is_dir():
+            raise LatentDataError(f"domain directory not found: {folder} (data.domains lists {d!r})")
+        files = sorted([*folder.glob("*.pt"), *folder.glob("*.npy")])
+        if not files:
+            raise LatentDataError(f"no .pt/.npy latent files in {folder}")
+        out.append(files)
+    return out
+
+
+class DomainFolderLatents:
+    """seed 003's ``LatentMultiDomainDataset`` + its ``DataLoader(shuffle=False)``, as a vqfast loader.
+
+    Every domain's files are read once (``read_latent_file``) and stacked. ``set_epoch(e)`` draws the epoch's plan
+    exactly as the original ``set_epoch(epoch_base + e)``: ``torch.Generator`` seeded ``epoch + 12345``; source
+    domain uniform; target = (source + U{1..N−1}) mod N; file = U{0..max_count−1} mod domain size, for source
+    then target. Batches: ``{content, target_style, target_style_id, source_style_id}`` (unscaled latents), in
+    plan order; ``epoch_size`` defaults to max files per domain × N. Ranks take ``plan[rank::world_size]``.
+    """
+
+    def __init__(self, root: str | Path, domains: Sequence[str], *, batch_size: int, epoch_size: Optional[int] = None,
+                 drop_last: bool = True, reader: str = "auto", epoch_base: int = 1, rank: int = 0,
+                 world_size: int = 1):
+        if len(domains) < 2:
+            raise LatentDataError(f"data.domains={list(domains)}: need at least two domains")
+        self.root, self.domains = str(root), list(domains)
+        self.num_domains = len(self.domains)
+        self.files = domain_files(root, self.domains)
+        self.tensors = []                                                        # per domain (n_d, C, H, W)
+        for files in self.files:
+            stack = [read_latent_file(f, reader) for f in files]
+            shapes = {tuple(t.shape) for t in stack}
+            if len(shapes) != 1:
+                raise LatentDataError(f"{files[0].parent}: latents of different shapes {sorted(shapes)}")
+            self.tensors.append(torch.stack(stack))
+        shapes = {tuple(t.shape[1:]) for t in self.tensors}
+        if len(shapes) != 1:
+            raise LatentDataError(f"{self.root}: domains hold latents of different shapes {sorted(shapes)}")
+        self.sizes = torch.tensor([len(f) for f in self.files], dtype=torch.long)
+        self.epoch_size = int(epoch_size) if epoch_size is not None else int(self.sizes.max()) * self.num_domains
+        self.batch_size, self.drop_last = batch_size, drop_last
+        self.epoch_base, self.rank, self.world_size = epoch_base, rank, world_size
+        self.errors: list = []
+        self._epoch, self._batch = 0, 0
+
+    @staticmethod
+    def steps_per_epoch(epoch_size: int, batch_size: int, drop_last: bool = True) -> int:
+        return epoch_size // batch_size if drop_last else -(-epoch_size // batch_size)
+
+    def plan(self, epoch: int) -> dict[str, torch.Tensor]:
+        """The original's per-epoch index tensors (each (epoch_size,) int64) for engine epoch ``epoch``."""
+        g = torch.Generator().manual_seed(int(self.epoch_base + epoch) + 12345)
+        n, size = self.num_domains, self.epoch_size
+        src = torch.randint(0, n, (size,), generator=g, dtype=torch.long)
+        tgt = (src + torch.randint(1, n, (size,), generator=g, dtype=torch.long)) % n
+        top = int(self.sizes.max())
+        src_file = torch.randint(0, top, (size,), generator=g, dtype=torch.long) % self.sizes[src]
+        tgt_file = torch.randint(0, top, (size,), generator=g, dtype=torch.long) % self.sizes[tgt]
+        return {"src": src, "tgt": tgt, "src_file": src_file, "tgt_file": tgt_file}
+
+    def __len__(self) -> int:
+        per_rank = len(range(self.rank, self.epoch_size, self.world_size))
+        return self.steps_per_epoch(per_rank, self.batch_size, self.drop_last)
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch, self._batch = int(epoch), 0
+
+    def state_dict(self) -> dict:
+        return {"epoch": self._epoch, "batch": self._batch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._epoch, self._batch = int(state["epoch"]), int(state.get("batch", 0))
+
+    def _gather(self, domains: torch.Tensor, files: torch.Tensor) -> torch.Tensor:
+        out = torch.empty((domains.numel(), *self.tensors[0].shape[1:]))
+        for d in domains.unique().tolist():
+            rows = (domains == d).nonzero().squeeze(1)
+            out[rows] = self.tensors[d][files[rows]]
+        return out
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        plan = {k: v[self.rank::self.world_size] for k, v in self.plan(self._epoch).items()}
+        bs = self.batch_size
+        for b in range(self._batch, len(self)):
+            sl = slice(b * bs, (b + 1) * bs)
+            src, tgt = plan["src"][sl], plan["tgt"][sl]
+            self._batch = b + 1
+            yield {"content": self._gather(src, plan["src_file"][sl]),
+                   "target_style": self._gather(tgt, plan["tgt_file"][sl]),
+                   "target_style_id": tgt.clone(), "source_style_id": src.clone()}
+
+    def first_per_domain(self) -> torch.Tensor:
+        """(N, C, H, W): each domain's first latent (the original's evaluation grid inputs)."""
+        return torch.stack([t[0] for t in self.tensors])

@@ -11,6 +11,12 @@ Generator phase:
 Discriminator phase (use_gan):  L_D = w_gan(t) · ½ (mean relu(1 − D(sg x)) + mean relu(1 + D(sg x̂)))
 (two separate D calls: BatchNorm statistics, SPEC §6.14). Without GAN the D phase returns zeros.
 
+Adaptive weight, one pass (``fast_adaptive_weight``, default; SPEC §7.5): both L_rec/L_p and L_g depend on the
+pixel head W only through x̂, so ``vqperceptual.fast_adaptive_generator_loss`` takes ∂/∂x̂ of each once, the two
+∇_W norms from W's weight-gradient op, and back-propagates w_rec·∂L_rec + w_p·∂L_p + λ_a·w_gan·∂L_g into x̂ —
+LPIPS and D are traversed once instead of twice (the reference's two ``autograd.grad`` calls + full backward);
+same value and gradients. Needs D frozen in the generator step (the task freezes it); otherwise the reference path.
+
 Deviations, all value-preserving: while w_gan(t) = 0 the generator evaluates D(x̂) without a graph
 (L_g_raw is only logged; λ_a is not computed since it multiplies 0); ``logits_real``/``logits_fake``
 are detached 0-dim tensors instead of ``.item()`` floats (no device sync per step, SPEC §6.16);
@@ -23,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vqfast.errors import InputError
-from vqfast.losses.vqperceptual import calculate_adaptive_weight, hinge_d_loss
+from vqfast.losses.vqperceptual import calculate_adaptive_weight, fast_adaptive_generator_loss, hinge_d_loss
 from vqfast.nn.discriminator import NLayerDiscriminator
 
 GENERATOR_KEYS = ("total_loss", "dino_loss", "recon_loss", "vq_loss", "perceptual_loss", "gen_adv_loss",
@@ -47,7 +53,8 @@ class DinoVQLoss(nn.Module):
                  use_perceptual: bool = False, perceptual_weight: float = 1.0, vgg_ckpt_path: str | None = None,
                  perceptual_backbone: str = "imagenet", use_gan: bool = False, disc_start: int = 10000,
                  disc_weight: float = 0.5, disc_dim: int = 64, disc_num_layers: int = 3,
-                 disc_adaptive_weight: bool = False, out_chans: int = 3, nonfinite_adaptive_to_zero: bool = True):
+                 disc_adaptive_weight: bool = False, out_chans: int = 3, nonfinite_adaptive_to_zero: bool = True,
+                 fast_adaptive_weight: bool = True):
         super().__init__()
         if disc_start < 0:
             raise InputError(f"disc_start={disc_start} must be >= 0")
@@ -61,6 +68,7 @@ class DinoVQLoss(nn.Module):
         self.disc_weight = float(disc_weight)
         self.disc_adaptive_weight = bool(disc_adaptive_weight)
         self.nonfinite_adaptive_to_zero = nonfinite_adaptive_to_zero
+        self.fast_adaptive_weight = bool(fast_adaptive_weight)
         # LPIPS is frozen and held outside the module tree: not in parameters() (no optimizer sees it) and
         # not in state_dict() (checkpoints do not embed VGG16, SPEC §6.13); _apply still moves it.
         self._perceptual: list[nn.Module] = []
@@ -87,21 +95,28 @@ class DinoVQLoss(nn.Module):
                   target_img: torch.Tensor, vq_loss: torch.Tensor, global_step: int,
                   last_layer: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         dino = dino_cosine_loss(pred_dino, target_dino)  # ()
-        recon = F.mse_loss(pred_img.float(), target_img.float())  # ()
+        x_hat = pred_img.float()  # (B, C, H, W): every pixel-space term reads this one node
+        recon = F.mse_loss(x_hat, target_img.float())  # ()
         vq = vq_loss.float().reshape(())
         zero = recon.new_zeros(())
         perceptual = zero
         if self.perceptual is not None:
-            perceptual = self.perceptual(pred_img.float(), target_img.float()).mean()  # ()
+            perceptual = self.perceptual(x_hat, target_img.float()).mean()  # ()
         gen_adv, gen_adv_weighted = zero, zero
+        pixel_total = None  # set by the one-pass path: w_rec·L_rec + w_p·L_p + L_gan with its fused gradient
         if self.discriminator is not None:
             w_gan = self.gan_weight(global_step)
             if w_gan > 0:
-                gen_adv = -self.discriminator(pred_img.float()).mean()  # () L_g_raw
+                gen_adv = -self.discriminator(x_hat).mean()  # () L_g_raw
                 lam = recon.new_ones(())
                 if self.disc_adaptive_weight and last_layer is not None:
                     nll = self.recon_loss_weight * recon + self.perceptual_weight * perceptual
-                    lam = calculate_adaptive_weight(nll, gen_adv, last_layer, 1.0, self.nonfinite_adaptive_to_zero)
+                    if self._one_pass(x_hat, last_layer):
+                        pixel_total, lam = fast_adaptive_generator_loss(nll, gen_adv, x_hat, last_layer, 1.0, w_gan,
+                                                                        self.nonfinite_adaptive_to_zero)
+                    else:
+                        lam = calculate_adaptive_weight(nll, gen_adv, last_layer, 1.0,
+                                                        self.nonfinite_adaptive_to_zero)
                 gen_adv_weighted = lam * w_gan * gen_adv
             else:  # only logged: no graph through D
                 with torch.no_grad():
@@ -115,9 +130,17 @@ class DinoVQLoss(nn.Module):
             "perceptual_loss_weighted": self.perceptual_weight * perceptual if self.perceptual is not None else zero,
             "gen_adv_loss_weighted": gen_adv_weighted,
         }
-        out["total_loss"] = (out["dino_loss_weighted"] + out["recon_loss_weighted"] + out["vq_loss_weighted"]
-                             + out["perceptual_loss_weighted"] + gen_adv_weighted)
+        if pixel_total is None:
+            out["total_loss"] = (out["dino_loss_weighted"] + out["recon_loss_weighted"] + out["vq_loss_weighted"]
+                                 + out["perceptual_loss_weighted"] + gen_adv_weighted)
+        else:  # same value; the pixel terms' gradient reaches x̂ without a second pass through LPIPS/D
+            out["total_loss"] = out["dino_loss_weighted"] + out["vq_loss_weighted"] + pixel_total
         return {k: out[k] for k in GENERATOR_KEYS}
+
+    def _one_pass(self, x_hat: torch.Tensor, last_layer: torch.Tensor) -> bool:
+        """The SPEC §7.5 path applies: gradients enabled, x̂ and W in the graph, D frozen."""
+        return (self.fast_adaptive_weight and torch.is_grad_enabled() and x_hat.requires_grad
+                and last_layer.requires_grad and not any(p.requires_grad for p in self.discriminator.parameters()))
 
     def discriminator_loss(self, target_img: torch.Tensor, pred_img: torch.Tensor, global_step: int) -> dict:
         if self.discriminator is None:

@@ -15,9 +15,19 @@ Forward (B×3×H×W, L = (H/p)·(W/p) patch tokens):
 
 Quantiser: ``vqfast.quantize.EMAVectorQuantizer`` (channels-last tokens; nearest code via
 ``vqfast.ops.nearest_code``, EMA via ``vqfast.ops.ema_update_``; Triton on CUDA), commitment loss
-β·mse(sg(q), z_c), k-means init on the first training batch, dead-code replacement after
-``dead_code_steps`` unused steps. Not reproduced from the reference's lucidrains VectorQuantize: its
-orthogonal regulariser (under EMA the codebook is not learnable, so it only adds a constant to the loss).
+β·mse(sg(q), z_c), k-means init on the first training batch. Dead codes (``dead_code_rule``):
+  * ``"ema"`` (seed 004's lucidrains ``VectorQuantize(threshold_ema_dead_code=1)``, ``EuclideanCodebook.
+    expire_codes_``): after the EMA update, every code whose EMA count ``cluster_size`` is below
+    ``threshold_ema_dead_code`` is replaced by a random token of the batch, its count reset to the threshold and
+    its EMA sum to token × threshold (``replace``); no host sync (masked ``torch.where``). Without k-means init
+    the EMA counts start at 1 as lucidrains' (taming's EMA starts them at 0, which would expire every code).
+  * ``"steps"``: vqfast's rule — a code unused for ``dead_code_steps`` training steps is replaced.
+Orthogonal regulariser (``orthogonal_reg_weight`` > 0; lucidrains ``orthogonal_loss_fn``, eq. 2 of
+arXiv:2112.00384): Σ cos²(W_i, W_j)/n² − 1/n over the codes used in the batch (``orthogonal_reg_active_codes_only``),
+at most ``orthogonal_reg_max_codes`` of them sampled, added to the VQ loss in training. Under EMA the codebook is a
+buffer, so (as in the reference with ``learnable_codebook=False``) the term shifts the loss value only.
+RoPE coordinate augmentation of the encoder (``pos_embed_rope_{shift,jitter,rescale}_coords``; the seed's
+DINOv3-style ViT uses rescale_coords 2) in training mode.
 
 ``compute_loss`` returns exactly the SPEC §5.2 keys; the D phase can reuse the generator-phase
 reconstruction (``reconstructed_imgs=``), otherwise it re-runs the forward (reference semantics, which
@@ -35,11 +45,52 @@ from torch import nn
 from vqfast.errors import InputError
 from vqfast.models.vit import PosEmbed, TokenTransformer, ViTEncoder
 from vqfast.quantize import EMAVectorQuantizer
+from vqfast.quantize.base import ddp_active
 
 log = logging.getLogger("vqfast")
 
 RESIDUAL_GRADS = ("none", "encoder")
 UPDATE_TYPES = ("generator", "discriminator")
+DEAD_CODE_RULES = ("ema", "steps")
+
+
+@torch.no_grad()
+def expire_codes_(quantizer: EMAVectorQuantizer, z_flat: torch.Tensor, threshold: float) -> None:
+    """lucidrains ``EuclideanCodebook.expire_codes_`` + ``replace`` on an EMA quantizer: codes with EMA count
+    ``cluster_size < threshold`` take a random token of the batch (count := threshold, EMA sum := token ×
+    threshold). Under DDP the counts are already global; the sampled tokens come from rank 0."""
+    emb = quantizer.embedding
+    dead = emb.cluster_size < threshold                                        # (K,) bool
+    pick = torch.randint(0, z_flat.shape[0], (quantizer.n_embed,), device=z_flat.device)
+    sample = z_flat.detach().float().index_select(0, pick)                     # (K, D)
+    if quantizer.sync_ddp and ddp_active():
+        torch.distributed.broadcast(sample, 0)
+    emb.weight.copy_(torch.where(dead[:, None], sample.to(emb.weight.dtype), emb.weight))
+    emb.embed_avg.copy_(torch.where(dead[:, None], sample * threshold, emb.embed_avg))
+    emb.cluster_size.copy_(torch.where(dead, torch.full_like(emb.cluster_size, threshold), emb.cluster_size))
+    quantizer._last_metrics["dead_codes"] = dead.sum().float()
+    quantizer.restarted_codes.add_(dead.sum())
+    quantizer.steps_unused.masked_fill_(dead, 0)
+
+
+def orthogonal_loss(codebook: torch.Tensor, indices: torch.Tensor, active_only: bool = True,
+                    max_codes: int | None = 512) -> torch.Tensor:
+    """lucidrains ``orthogonal_loss_fn`` (one head): Σ_ij cos²(W_i, W_j)/n² − 1/n over the codes used by
+    ``indices`` (all codes without ``active_only``), at most ``max_codes`` drawn at random — fixed-size masks
+    instead of ``torch.unique``/``randperm`` on a data-dependent count, so no host sync."""
+    K = codebook.shape[0]
+    active = torch.ones(K, dtype=torch.bool, device=codebook.device)
+    if active_only:
+        active = torch.zeros_like(active).index_fill_(0, indices.long(), True)  # (K,)
+    if max_codes is not None and max_codes < K:
+        score = torch.rand(K, device=codebook.device).masked_fill(~active, -1.0)  # inactive codes last
+        pick = score.topk(max_codes).indices                                      # (M,)
+        codebook, active = codebook.index_select(0, pick), active.index_select(0, pick)
+    normed = F.normalize(codebook.float(), dim=-1)                               # (M, D)
+    v = active.float()                                                            # (M,)
+    n = v.sum().clamp_min(1.0)
+    sim2 = (normed @ normed.t()).square()                                         # (M, M)
+    return (sim2 * v[:, None] * v[None, :]).sum() / n.square() - 1.0 / n
 
 
 class DinoFeatureDecoder(nn.Module):
@@ -99,8 +150,12 @@ class DinoVQModel(nn.Module):
                  codebook_size: int = 8192, codebook_dim: int | None = None, vq_decay: float = 0.99,
                  vq_eps: float = 1e-5, vq_commitment_weight: float = 0.25, kmeans_init: bool = True,
                  kmeans_iters: int = 20, restart_dead_codes: bool = True, dead_code_steps: int = 100,
+                 dead_code_rule: str = "ema", threshold_ema_dead_code: float = 1.0,
+                 orthogonal_reg_weight: float = 0.0, orthogonal_reg_active_codes_only: bool = True,
+                 orthogonal_reg_max_codes: int | None = 512,
                  l2_normalize_codes: bool = False, residual_grad: str = "none", backend: str = "auto",
-                 precision: str = "ieee",
+                 precision: str = "ieee", pos_embed_rope_shift_coords: float | None = None,
+                 pos_embed_rope_jitter_coords: float | None = None, pos_embed_rope_rescale_coords: float | None = 2.0,
                  # DINO decoder
                  dino_decoder_depth: int = 8, dino_decoder_num_heads: int = 12, dino_decoder_dim: int | None = None,
                  dino_dim: int = 768,
@@ -115,6 +170,16 @@ class DinoVQModel(nn.Module):
             raise InputError(f"img_size={img_size} must be an int or (H, W)")
         if residual_grad not in RESIDUAL_GRADS:
             raise InputError(f"residual_grad={residual_grad!r} is not one of {RESIDUAL_GRADS}")
+        if dead_code_rule not in DEAD_CODE_RULES:
+            raise InputError(f"dead_code_rule={dead_code_rule!r} is not one of {DEAD_CODE_RULES}")
+        if not threshold_ema_dead_code > 0 or orthogonal_reg_weight < 0:
+            raise InputError(f"threshold_ema_dead_code={threshold_ema_dead_code} must be > 0 and "
+                             f"orthogonal_reg_weight={orthogonal_reg_weight} >= 0")
+        self.expire_by_ema = restart_dead_codes and dead_code_rule == "ema"
+        self.threshold_ema_dead_code = float(threshold_ema_dead_code)
+        self.orthogonal_reg_weight = float(orthogonal_reg_weight)
+        self.orthogonal_reg_active_codes_only = bool(orthogonal_reg_active_codes_only)
+        self.orthogonal_reg_max_codes = orthogonal_reg_max_codes
         self.img_size, self.patch_size = img_size, int(patch_size)
         self.residual_grad = residual_grad
         self.l2_normalize_codes = bool(l2_normalize_codes)
@@ -122,14 +187,20 @@ class DinoVQModel(nn.Module):
         Dc = int(codebook_dim) if codebook_dim else D
         self.encoder = ViTEncoder(img_size, patch_size, in_chans, D, encoder_depth, encoder_num_heads,
                                   pos_embed=pos_embed, rope_base=pos_embed_rope_base, ffn_ratio=ffn_ratio,
-                                  layerscale_init=layerscale_init, num_register_tokens=num_register_tokens)
+                                  layerscale_init=layerscale_init, num_register_tokens=num_register_tokens,
+                                  rope_augment={"shift_coords": pos_embed_rope_shift_coords,
+                                                "jitter_coords": pos_embed_rope_jitter_coords,
+                                                "rescale_coords": pos_embed_rope_rescale_coords})
         self.grid = self.encoder.grid
         self.proj_in = nn.Linear(D, Dc) if Dc != D else nn.Identity()
         self.proj_out = nn.Linear(Dc, D) if Dc != D else nn.Identity()
         self.quantize = EMAVectorQuantizer(codebook_size, Dc, beta=vq_commitment_weight, decay=vq_decay, eps=vq_eps,
                                            backend=backend, precision=precision, layout="channels_last",
-                                           dead_code_steps=dead_code_steps, restart_dead_codes=restart_dead_codes,
+                                           dead_code_steps=dead_code_steps,
+                                           restart_dead_codes=restart_dead_codes and dead_code_rule == "steps",
                                            kmeans_init=kmeans_init, kmeans_iters=kmeans_iters)
+        if dead_code_rule == "ema" and not kmeans_init:  # lucidrains' EMA counts start at 1 (taming's at 0)
+            self.quantize.embedding.cluster_size.fill_(1.0)
         self.quantizers = [self.quantize]  # what the engine's codebook_stats looks for
         self.vocab_size = int(codebook_size)
         self.dino_decoder = DinoFeatureDecoder(D, dino_decoder_dim or D, dino_decoder_depth, dino_decoder_num_heads,
@@ -175,6 +246,12 @@ class DinoVQModel(nn.Module):
         if self.l2_normalize_codes:
             z_c = F.normalize(z_c, dim=-1)
         q, vq_loss, (perplexity, _, indices) = self.quantize(z_c)  # (B, L, Dc), (), (), (B·L,)
+        if self.training and self.expire_by_ema:
+            expire_codes_(self.quantize, z_c.reshape(-1, z_c.shape[-1]), self.threshold_ema_dead_code)
+        if self.training and self.orthogonal_reg_weight > 0:
+            vq_loss = vq_loss + self.orthogonal_reg_weight * orthogonal_loss(
+                self.quantize.embedding.weight, indices.reshape(-1), self.orthogonal_reg_active_codes_only,
+                self.orthogonal_reg_max_codes)
         e = self.proj_out(q)  # (B, L, D)
         return {"z": z, "e": e, "indices": indices.view(z.shape[0], -1), "vq_loss": vq_loss,
                 "perplexity": perplexity}

@@ -11,6 +11,11 @@ Networks (latent variant, no spatial resampling in G):
 
 Instance statistics (AdaIN and the affine instance norms) go through ``vqfast.ops.channel_stats`` with
 biased variance and eps 1e-5 inside the sqrt — the hot path of the step (Triton on CUDA).
+
+``norm="group"`` is seed 003's later ``exp_branch: AdaGN_*`` (GroupNorm(num_groups), eps 1e-5, in AdaIN without
+affine and in G's input stem with affine). ``convert_original_state_dict`` maps the original project's
+``model.py`` key names (``encoder.0``, ``res_blocks.i.adain1.fc``, ``unshared.i``, old-style spectral norm's
+``weight_orig/weight_u/weight_v``, torch.compile's ``_orig_mod.`` prefix) onto these modules.
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ from vqfast.ops import channel_stats
 log = logging.getLogger("vqfast")
 
 __all__ = ["AdaIN", "InstanceNorm", "AdaINResBlock", "Generator", "StyleEncoder", "MappingNetwork",
-           "Discriminator", "LatentStarGAN", "he_init", "ema_update_"]
+           "Discriminator", "LatentStarGAN", "he_init", "ema_update_", "ORIGINAL_NETS", "convert_original_state_dict"]
 
 
 def _check_labels(y: torch.Tensor, batch: int, num_domains: int, who: str) -> None:
@@ -68,9 +73,12 @@ class InstanceNorm(nn.Module):
 class AdaIN(nn.Module):
     """out = (1 + γ)·IN(x) + β with (γ, β) = fc(s); fc zero-initialised (latent variant) so it starts as IN."""
 
-    def __init__(self, style_dim: int, channels: int, backend: str = "auto", zero_init: bool = True):
+    def __init__(self, style_dim: int, channels: int, backend: str = "auto", zero_init: bool = True,
+                 num_groups: Optional[int] = None):
         super().__init__()
-        self.backend = backend
+        if num_groups is not None and channels % num_groups:
+            raise InputError(f"AdaIN: channels={channels} is not divisible by num_groups={num_groups}")
+        self.backend, self.num_groups = backend, num_groups
         self.fc = nn.Linear(style_dim, 2 * channels)
         if zero_init:
             nn.init.zeros_(self.fc.weight)
@@ -78,18 +86,21 @@ class AdaIN(nn.Module):
 
     def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         gamma, beta = self.fc(s).chunk(2, dim=1)                     # (B, C) each
-        h = _normalize(x, self.backend)                              # (B, C, H, W)
+        if self.num_groups is None:
+            h = _normalize(x, self.backend)                          # (B, C, H, W)
+        else:                                                        # seed 003 AdaGN: GroupNorm(affine=False)
+            h = F.group_norm(x, self.num_groups, eps=1e-5)           # (B, C, H, W)
         return (1 + gamma[:, :, None, None]) * h + beta[:, :, None, None]
 
 
 class AdaINResBlock(nn.Module):
     """AdaIN → LReLU(0.2) → conv3x3 → AdaIN → LReLU → conv3x3, plus the identity (no /√2, no resampling)."""
 
-    def __init__(self, channels: int, style_dim: int, backend: str = "auto"):
+    def __init__(self, channels: int, style_dim: int, backend: str = "auto", num_groups: Optional[int] = None):
         super().__init__()
-        self.norm1 = AdaIN(style_dim, channels, backend)
+        self.norm1 = AdaIN(style_dim, channels, backend, num_groups=num_groups)
         self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
-        self.norm2 = AdaIN(style_dim, channels, backend)
+        self.norm2 = AdaIN(style_dim, channels, backend, num_groups=num_groups)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -102,14 +113,20 @@ class Generator(nn.Module):
     """G(x, s): (B, latent_channels, H, W), (B, style_dim) → (B, latent_channels, H, W)."""
 
     def __init__(self, latent_channels: int = 4, style_dim: int = 64, base_dim: int = 256, n_res_blocks: int = 4,
-                 backend: str = "auto"):
+                 backend: str = "auto", num_groups: Optional[int] = None):
         super().__init__()
         self.latent_channels, self.style_dim = latent_channels, style_dim
+
+        def stem_norm() -> nn.Module:  # seed 003: InstanceNorm2d(affine) or, AdaGN branches, GroupNorm(affine)
+            if num_groups is None:
+                return InstanceNorm(base_dim, backend)
+            return nn.GroupNorm(num_groups, base_dim, eps=1e-5, affine=True)
         self.conv_in1 = nn.Conv2d(latent_channels, base_dim, 3, padding=1)
-        self.norm_in1 = InstanceNorm(base_dim, backend)
+        self.norm_in1 = stem_norm()
         self.conv_in2 = nn.Conv2d(base_dim, base_dim, 3, padding=1)
-        self.norm_in2 = InstanceNorm(base_dim, backend)
-        self.blocks = nn.ModuleList(AdaINResBlock(base_dim, style_dim, backend) for _ in range(n_res_blocks))
+        self.norm_in2 = stem_norm()
+        self.blocks = nn.ModuleList(AdaINResBlock(base_dim, style_dim, backend, num_groups)
+                                    for _ in range(n_res_blocks))
         self.conv_out1 = nn.Conv2d(base_dim, base_dim // 2, 3, padding=1)
         self.conv_out2 = nn.Conv2d(base_dim // 2, latent_channels, 3, padding=1)
 
@@ -155,12 +172,14 @@ class MappingNetwork(nn.Module):
 class StyleEncoder(nn.Module):
     """E(x, y): (B, latent_channels, H, W) → (B, style_dim) style of domain y."""
 
-    def __init__(self, latent_channels: int = 4, style_dim: int = 64, num_domains: int = 2, base_dim: int = 256):
+    def __init__(self, latent_channels: int = 4, style_dim: int = 64, num_domains: int = 2, base_dim: int = 256,
+                 mid_dim: Optional[int] = None):
         super().__init__()
         self.latent_channels, self.num_domains = latent_channels, num_domains
+        mid = base_dim // 2 if mid_dim is None else mid_dim  # seed 003 model.py: max(base_dim // 2, 64)
         self.trunk = nn.Sequential(
-            nn.Conv2d(latent_channels, base_dim // 2, 3, padding=1), nn.LeakyReLU(0.2),
-            nn.Conv2d(base_dim // 2, base_dim, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
+            nn.Conv2d(latent_channels, mid, 3, padding=1), nn.LeakyReLU(0.2),
+            nn.Conv2d(mid, base_dim, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
             nn.Conv2d(base_dim, base_dim, 3, stride=2, padding=1), nn.LeakyReLU(0.2))
         self.heads = nn.ModuleList(nn.Linear(base_dim, style_dim) for _ in range(num_domains))
 
@@ -227,7 +246,8 @@ class LatentStarGAN(nn.Module):
                  num_domains: int = 2, d_layers: int = 3, latent_dim: int = 16, mapping_hidden_dim: int = 512,
                  mapping_shared_layers: int = 3, d_dim: int = 64, d_spectral_norm: bool = False,
                  ema: bool = False, ema_beta: float = 0.999, init: Literal["default", "he"] = "default",
-                 backend: str = "auto"):
+                 backend: str = "auto", norm: Literal["instance", "group"] = "instance", num_groups: int = 32,
+                 style_mid_dim: Optional[int] = None):
         super().__init__()
         if num_domains < 2:
             raise InputError(f"LatentStarGAN: num_domains={num_domains} must be >= 2")
@@ -235,9 +255,12 @@ class LatentStarGAN(nn.Module):
             raise InputError(f"LatentStarGAN: init={init!r}; allowed: 'default', 'he'")
         if not 0.0 <= ema_beta < 1.0:
             raise InputError(f"LatentStarGAN: ema_beta={ema_beta} must be in [0, 1)")
+        if norm not in ("instance", "group"):
+            raise InputError(f"LatentStarGAN: norm={norm!r}; allowed: 'instance', 'group'")
         self.num_domains, self.latent_dim, self.ema_beta = num_domains, latent_dim, ema_beta
-        self.generator = Generator(latent_channels, style_dim, base_dim, n_res_blocks, backend)
-        self.style_encoder = StyleEncoder(latent_channels, style_dim, num_domains, base_dim)
+        groups = num_groups if norm == "group" else None
+        self.generator = Generator(latent_channels, style_dim, base_dim, n_res_blocks, backend, groups)
+        self.style_encoder = StyleEncoder(latent_channels, style_dim, num_domains, base_dim, style_mid_dim)
         self.mapping = MappingNetwork(latent_dim, style_dim, num_domains, mapping_hidden_dim, mapping_shared_layers)
         self.discriminator = Discriminator(latent_channels, num_domains, base_dim, d_layers, d_dim, d_spectral_norm)
         self.generator_ema: Optional[nn.Module] = None
@@ -266,3 +289,43 @@ class LatentStarGAN(nn.Module):
         if self.has_ema:
             return self.generator_ema, self.style_encoder_ema, self.mapping_ema
         return self.generator, self.style_encoder, self.mapping
+
+
+ORIGINAL_NETS = {"G": "generator", "F": "mapping", "E": "style_encoder", "D": "discriminator"}
+"""seed 003 checkpoint entries (``trainer.py`` ``_save_checkpoint``) → ``LatentStarGAN`` attributes."""
+
+_G_STEM = {"encoder.0": "conv_in1", "encoder.1": "norm_in1", "encoder.3": "conv_in2", "encoder.4": "norm_in2",
+           "decoder.0": "conv_out1", "decoder.2": "conv_out2"}
+
+
+def _rename_original(net: str, key: str) -> str:
+    key = key.removeprefix("_orig_mod.")  # the original saves torch.compile'd modules
+    head, _, rest = key.partition(".")
+    if net == "G":
+        for old, new in _G_STEM.items():
+            if key.startswith(old + "."):
+                return new + key[len(old):]
+        if head == "res_blocks":
+            i, _, sub = rest.partition(".")
+            for old, new in (("adain1.", "norm1."), ("adagn1.", "norm1."), ("adain2.", "norm2."),
+                             ("adagn2.", "norm2.")):
+                if sub.startswith(old):
+                    sub = new + sub[len(old):]
+            return f"blocks.{i}.{sub}"
+    elif net in ("F", "E") and head == "unshared":
+        return "heads." + rest
+    elif net == "E" and head == "shared":
+        return "trunk." + rest
+    elif net == "D":  # torch.nn.utils.spectral_norm (hooks) → parametrizations.spectral_norm
+        for old, new in (("weight_orig", "parametrizations.weight.original"), ("weight_u", "parametrizations.weight.0._u"),
+                         ("weight_v", "parametrizations.weight.0._v")):
+            if key.endswith("." + old):
+                return key[: -len(old)] + new
+    return key
+
+
+def convert_original_state_dict(net: str, state: dict) -> dict:
+    """One seed-003 network state dict (``net`` in G/F/E/D) → this module's key names (values untouched)."""
+    if net not in ORIGINAL_NETS:
+        raise InputError(f"convert_original_state_dict: net={net!r}; allowed: {', '.join(ORIGINAL_NETS)}")
+    return {_rename_original(net, k): v for k, v in state.items()}

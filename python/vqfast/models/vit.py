@@ -4,7 +4,10 @@ LayerScale, and a patch-token encoder with optional register tokens.
 RoPE follows the DINOv3 layout in spirit: the head dimension is split in two halves (y, x); each half
 rotates with ``head_dim // 4`` frequencies ``base ** (-k / (head_dim // 4))`` over patch-centre
 coordinates normalised to [-1, 1] separately per axis ("separate"). Train-time coordinate
-augmentation (shift/jitter/rescale) is not implemented. Prefix tokens (cls, registers) are not rotated.
+augmentation as DINOv3 ``RopePositionEmbedding`` (``dinov3/layers/rope_position_encoding.py``), drawn once per
+forward in training mode: ``shift_coords`` (coords += U(−s, s) per axis), ``jitter_coords`` (coords ×=
+exp(U(−log j, log j)) per axis), ``rescale_coords`` (coords ×= exp(U(−log r, log r)), one factor for both
+axes); None = off; eval mode uses the plain grid. Prefix tokens (cls, registers) are not rotated.
 """
 from __future__ import annotations
 
@@ -24,25 +27,58 @@ POS_EMBEDS = ("rope", "learned")
 class Rope2D(nn.Module):
     """cos/sin tables for a (gh, gw) grid of patch tokens; ``head_dim`` must be divisible by 4."""
 
-    def __init__(self, head_dim: int, base: float = 100.0):
+    def __init__(self, head_dim: int, base: float = 100.0, *, shift_coords: float | None = None,
+                 jitter_coords: float | None = None, rescale_coords: float | None = None):
         super().__init__()
         if head_dim % 4:
             raise InputError(f"RoPE needs head_dim divisible by 4, got head_dim={head_dim}")
+        for name, v, low in (("shift_coords", shift_coords, 0.0), ("jitter_coords", jitter_coords, 1.0),
+                             ("rescale_coords", rescale_coords, 1.0)):
+            if v is not None and not v >= low:
+                raise InputError(f"RoPE {name}={v} must be >= {low} (or None)")
+        self.shift_coords, self.jitter_coords, self.rescale_coords = shift_coords, jitter_coords, rescale_coords
         n = head_dim // 4
         periods = base ** (torch.arange(n, dtype=torch.float32) / n)  # (n,)
         self.register_buffer("periods", periods, persistent=False)
         self._cache: dict = {}
 
+    @property
+    def augments(self) -> bool:
+        return self.training and any(v is not None for v in (self.shift_coords, self.jitter_coords,
+                                                             self.rescale_coords))
+
+    @staticmethod
+    def grid_coords(gh: int, gw: int, device) -> torch.Tensor:
+        """Patch centres normalised to [-1, 1] per axis ("separate"): (L, 2) as (y, x)."""
+        ys = (torch.arange(gh, device=device, dtype=torch.float32) + 0.5) / gh * 2 - 1  # (gh,)
+        xs = (torch.arange(gw, device=device, dtype=torch.float32) + 0.5) / gw * 2 - 1  # (gw,)
+        yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+        return torch.stack([yy.reshape(-1), xx.reshape(-1)], dim=-1)  # (L, 2)
+
+    def augment(self, coords: torch.Tensor) -> torch.Tensor:
+        """DINOv3's train-time shift → jitter → rescale on (L, 2) coords (device RNG: no host sync)."""
+        dev = coords.device
+        if self.shift_coords is not None:
+            coords = coords + torch.empty(2, device=dev).uniform_(-self.shift_coords, self.shift_coords)[None, :]
+        if self.jitter_coords is not None:
+            j = math.log(self.jitter_coords)
+            coords = coords * torch.empty(2, device=dev).uniform_(-j, j).exp()[None, :]
+        if self.rescale_coords is not None:
+            r = math.log(self.rescale_coords)
+            coords = coords * torch.empty(1, device=dev).uniform_(-r, r).exp()
+        return coords
+
+    def tables(self, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        angles = 2 * math.pi * coords[:, :, None] / self.periods.to(coords.device)[None, None, :]  # (L, 2, n)
+        angles = angles.reshape(coords.shape[0], -1).repeat(1, 2)  # (L, head_dim)
+        return angles.cos(), angles.sin()
+
     def forward(self, gh: int, gw: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.augments:
+            return self.tables(self.augment(self.grid_coords(gh, gw, device)))
         key = (gh, gw, device)
         if key not in self._cache:
-            ys = (torch.arange(gh, device=device, dtype=torch.float32) + 0.5) / gh * 2 - 1  # (gh,)
-            xs = (torch.arange(gw, device=device, dtype=torch.float32) + 0.5) / gw * 2 - 1  # (gw,)
-            yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-            coords = torch.stack([yy.reshape(-1), xx.reshape(-1)], dim=-1)  # (L, 2)
-            angles = 2 * math.pi * coords[:, :, None] / self.periods.to(device)[None, None, :]  # (L, 2, n)
-            angles = angles.reshape(coords.shape[0], -1).repeat(1, 2)  # (L, head_dim)
-            self._cache[key] = (angles.cos(), angles.sin())
+            self._cache[key] = self.tables(self.grid_coords(gh, gw, device))
         return self._cache[key]
 
 
@@ -114,7 +150,7 @@ class TokenTransformer(nn.Module):
 
     def __init__(self, dim: int, depth: int, num_heads: int, grid: tuple[int, int], *, pos_embed: PosEmbed = "rope",
                  rope_base: float = 100.0, ffn_ratio: float = 4.0, layerscale_init: float | None = 1e-5,
-                 num_register_tokens: int = 0, bias: bool = True):
+                 num_register_tokens: int = 0, bias: bool = True, rope_augment: dict | None = None):
         super().__init__()
         if pos_embed not in POS_EMBEDS:
             raise InputError(f"pos_embed={pos_embed!r} is not one of {POS_EMBEDS}")
@@ -122,7 +158,7 @@ class TokenTransformer(nn.Module):
         self.pos_embed_kind = pos_embed
         L = grid[0] * grid[1]
         self.pos_embed = nn.Parameter(torch.randn(1, L, dim) * 0.02) if pos_embed == "learned" else None
-        self.rope = Rope2D(dim // num_heads, rope_base) if pos_embed == "rope" else None
+        self.rope = Rope2D(dim // num_heads, rope_base, **(rope_augment or {})) if pos_embed == "rope" else None
         self.registers = nn.Parameter(torch.randn(1, num_register_tokens, dim) * 0.02) if num_register_tokens else None
         self.blocks = nn.ModuleList(Block(dim, num_heads, ffn_ratio, layerscale_init, bias) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
@@ -166,13 +202,14 @@ class ViTEncoder(nn.Module):
 
     def __init__(self, img_size: tuple[int, int], patch_size: int, in_chans: int, dim: int, depth: int,
                  num_heads: int, *, pos_embed: PosEmbed = "rope", rope_base: float = 100.0, ffn_ratio: float = 4.0,
-                 layerscale_init: float | None = 1e-5, num_register_tokens: int = 0, bias: bool = True):
+                 layerscale_init: float | None = 1e-5, num_register_tokens: int = 0, bias: bool = True,
+                 rope_augment: dict | None = None):
         super().__init__()
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, dim)
         self.grid = self.patch_embed.grid
         self.trunk = TokenTransformer(dim, depth, num_heads, self.grid, pos_embed=pos_embed, rope_base=rope_base,
                                       ffn_ratio=ffn_ratio, layerscale_init=layerscale_init,
-                                      num_register_tokens=num_register_tokens, bias=bias)
+                                      num_register_tokens=num_register_tokens, bias=bias, rope_augment=rope_augment)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.trunk(self.patch_embed(x))  # (B, L, dim)

@@ -39,7 +39,7 @@ class DinoTeacherConfig:
 
 LOSS_KEYS = ("dino_loss_weight", "recon_loss_weight", "vq_loss_weight", "use_perceptual", "perceptual_weight",
              "vgg_ckpt_path", "perceptual_backbone", "use_gan", "disc_start", "disc_weight", "disc_dim",
-             "disc_num_layers", "disc_adaptive_weight", "nonfinite_adaptive_to_zero")
+             "disc_num_layers", "disc_adaptive_weight", "nonfinite_adaptive_to_zero", "fast_adaptive_weight")
 
 
 @dataclass
@@ -58,6 +58,12 @@ class DinoVQModelConfig:
     num_register_tokens: int = bounded(4, ge=0)
     pos_embed: Literal["rope", "learned"] = "rope"
     pos_embed_rope_base: float = bounded(100.0, gt=0)
+    pos_embed_rope_shift_coords: Optional[float] = bounded(None, ge=0)
+    """DINOv3 RoPE train-time augmentation of the encoder: coords += U(−s, s) per axis (unset: off)."""
+    pos_embed_rope_jitter_coords: Optional[float] = bounded(None, ge=1)
+    """coords ×= exp(U(−log j, log j)) per axis (unset: off)."""
+    pos_embed_rope_rescale_coords: Optional[float] = bounded(2.0, ge=1)
+    """coords ×= exp(U(−log r, log r)), one factor (seed 004's ViT: 2; unset: off)."""
     layerscale_init: Optional[float] = bounded(1e-5, gt=0)
     # VQ
     codebook_size: int = bounded(8192, ge=1)
@@ -69,8 +75,18 @@ class DinoVQModelConfig:
     kmeans_init: bool = True
     kmeans_iters: int = bounded(20, ge=1)
     restart_dead_codes: bool = True
+    dead_code_rule: Literal["ema", "steps"] = "ema"
+    """ema: a code is dead when its EMA count falls below threshold_ema_dead_code (seed 004's lucidrains
+    VectorQuantize); steps: when unused for dead_code_steps training steps. Dead codes are replaced by batch
+    tokens when restart_dead_codes."""
+    threshold_ema_dead_code: float = bounded(1.0, gt=0)
     dead_code_steps: int = bounded(100, ge=1)
-    """A code unused for this many training steps is dead (replaced when restart_dead_codes)."""
+    """dead_code_rule steps: a code unused for this many training steps is dead."""
+    orthogonal_reg_weight: float = bounded(0.0, ge=0)
+    """lucidrains' orthogonal regulariser on the codebook, added to the VQ loss (seed 004: 1e-3; 0 = off). The EMA
+    codebook takes no gradient, so it shifts the logged loss only, as in the reference."""
+    orthogonal_reg_active_codes_only: bool = True
+    orthogonal_reg_max_codes: Optional[int] = bounded(512, ge=2)
     l2_normalize_codes: bool = False
     """VQ-KD style: l2-normalise the (projected) tokens before the lookup."""
     residual_grad: Literal["none", "encoder"] = "none"
@@ -104,6 +120,9 @@ class DinoVQModelConfig:
     disc_adaptive_weight: bool = False
     nonfinite_adaptive_to_zero: bool = True
     """A NaN/Inf adaptive weight becomes 0; False keeps the reference's clamp-only behaviour."""
+    fast_adaptive_weight: bool = True
+    """SPEC §7.5: the adaptive weight's two gradient norms from one pass through LPIPS and D (same value and
+    gradients as the reference's two autograd.grad calls + full backward); false: the reference path."""
     teacher: DinoTeacherConfig = field(default_factory=DinoTeacherConfig)
 
     def __post_init__(self):
@@ -133,10 +152,24 @@ class DinoVQModelConfig:
 
 @dataclass
 class DinoVQTrainSection(OptimSection):
+    """Both optimizers come from one factory (seed 004's ``get_optimizer``, lucidrains' form): Adam when
+    weight_decay is 0, else AdamW with decay on ≥2-D parameters only (``group_wd_params``)."""
     lr: Optional[float] = bounded(1e-4, gt=0)
-    """Generator LR (seed 004: AdamW at 1e-4)."""
+    """Generator LR (seed 004: 1e-4)."""
+    betas: list[float] = bounded(factory=lambda: [0.9, 0.99], ge=0, lt=1)
+    """get_optimizer's betas (both optimizers)."""
+    disc_betas: Optional[list[float]] = bounded(None, ge=0, lt=1)
+    """Unset: the generator's betas (seed 004 builds D's optimizer with the same get_optimizer)."""
+    eps: float = bounded(1e-8, gt=0)
+    group_wd_params: bool = True
+    """With weight_decay > 0: no decay on biases/norm weights (< 2-D), as get_optimizer."""
     disc_every: int = bounded(1, ge=1)
     """A D step every N batches (with model.use_gan)."""
+
+    def __post_init__(self):
+        if self.disc_betas is None:
+            self.disc_betas = list(self.betas)
+        super().__post_init__()
 
 
 @dataclass

@@ -95,6 +95,22 @@ def resolve_teacher(cfg: DinoVQConfig, grid: tuple[int, int]):
     return teacher, None
 
 
+def get_optimizer(params, lr: float, wd: float, betas, eps: float = 1e-8, group_wd_params: bool = True):
+    """seed 004's one optimizer factory for G and D, in the form of lucidrains' ``get_optimizer``
+    (``DALLE2-pytorch/dalle2_pytorch/optimizer.py``): Adam when ``wd == 0``, else AdamW with weight decay on
+    ≥2-D parameters only (``group_wd_params``)."""
+    params = list(params)
+    if not params:
+        raise ConfigError("an optimizer would have no trainable parameters (is everything frozen?)")
+    betas = (float(betas[0]), float(betas[1]))
+    if wd == 0:
+        return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps)
+    if group_wd_params:
+        params = [{"params": [p for p in params if p.ndim >= 2]},
+                  {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(params, lr=lr, weight_decay=wd, betas=betas, eps=eps)
+
+
 class DinoVQTask(TaskBase):
     name = "dinovq"
     progress_keys = ("train/total_loss", "train/recon_loss")
@@ -111,13 +127,14 @@ class DinoVQTask(TaskBase):
         if self.teacher is not None:
             self.teacher.to(device)
         self.lr = t.lr
-        self.opt_ae = optim.adam(self.model.generator_parameters(), self.lr, t.betas, t.weight_decay, decoupled=True)
+        self.opt_ae = get_optimizer(self.model.generator_parameters(), self.lr, t.weight_decay, t.betas, t.eps,
+                                    t.group_wd_params)
         self.sched_ae = optim.scheduler(self.opt_ae, t)
         self.discriminator = self.model.discriminator
         self.opt_disc = self.sched_disc = None
-        if self.discriminator is not None:
-            self.opt_disc = optim.adam(self.discriminator.parameters(), t.disc_lr or self.lr, t.disc_betas,
-                                       t.weight_decay, decoupled=True)
+        if self.discriminator is not None:  # the same factory (seed 004); betas follow train.betas unless set
+            self.opt_disc = get_optimizer(self.discriminator.parameters(), t.disc_lr or self.lr, t.weight_decay,
+                                          t.disc_betas, t.eps, t.group_wd_params)
             self.sched_disc = optim.scheduler(self.opt_disc, t, decay=t.decay_disc_lr)
         self.usage = CodeUsage(self.model.vocab_size, device)
         self._gen = self.model.generator_step  # the DDP wrapper in wrap_ddp

@@ -35,6 +35,13 @@ class StarGANModelConfig:
     ema_beta: float = bounded(0.999, ge=0, lt=1)
     init: Literal["default", "he"] = "default"
     """default: PyTorch init + zero AdaIN fc (latent variant); he: StarGAN v2 he_init after the EMA copies."""
+    norm: Literal["instance", "group"] = "instance"
+    """instance: AdaIN / InstanceNorm (seed 003 ``exp_branch: baseline_AdaIN``); group: AdaGN / GroupNorm
+    (``AdaGN_with_SN``, ``AdaGN_no_SN``)."""
+    num_groups: int = bounded(32, ge=1)
+    """GroupNorm groups (norm: group)."""
+    style_mid_dim: Optional[int] = bounded(None, ge=1)
+    """Width of the style encoder's first conv (unset: base_dim/2; seed 003: max(base_dim/2, 64))."""
 
 
 
@@ -67,9 +74,33 @@ class StarGANTrainingConfig:
     """D requires_grad off during the G backward (the seed leaves it on and discards the grads; same result)."""
     skip_oom_batches: bool = True
     """Seed: an out-of-memory error zeroes both optimizers and skips the batch."""
+    init_from: Optional[str] = None
+    """A seed-003 checkpoint (``{epoch, global_step, G, F, E, D, opt_g, opt_d, config}``, e.g. its
+    ``ckpt/latest.pt``): G/F/E/D (and with init_optimizers the two AdamW states) are loaded before training."""
+    init_optimizers: bool = True
+    start_epoch: int = bounded(1, ge=1)
+    """1-based epoch of this run's first step (λ_ds, R1 counter and the domain-folder sampler continue from it;
+    a seed-003 resume sets it to the checkpoint's epoch + 1)."""
+    start_step: int = bounded(0, ge=0)
+    """Global step of this run's first step for the LR schedule (a seed-003 resume: the checkpoint's global_step);
+    the schedule runs over start_step + train.max_steps."""
+    compile: bool = False
+    """torch.compile the nets (CUDA only; seed 003 ``use_compile``). Per net: compile_nets."""
+    compile_nets: list[str] = field(default_factory=lambda: ["G", "F", "E"])
+    """Which of G, F, E, D to compile (seed 003 compile_generator / _mapping_network / _style_encoder /
+    _discriminator)."""
+    compile_mode: str = "default"
+    compile_dynamic: bool = False
+    compile_fullgraph: bool = False
+    compile_cudagraphs: bool = False
+    allow_tf32: bool = False
+    """CUDA matmul/cuDNN TF32 (seed 003 ``allow_tf32``)."""
+    cudnn_benchmark: bool = False
 
     def __post_init__(self):
-        problems((len(self.betas) == 2, f"training.betas={self.betas}: need two values"))
+        bad = sorted(set(self.compile_nets) - {"G", "F", "E", "D"})
+        problems((len(self.betas) == 2, f"training.betas={self.betas}: need two values"),
+                 (not bad, f"training.compile_nets has {bad}; allowed: G, F, E, D"))
 
 
 @dataclass
@@ -103,9 +134,14 @@ class StarGANLossConfig:
 
 @dataclass
 class StarGANDataConfig:
-    """Latent shards: ``.pt`` files of ``{key: N×C×H×W float (unscaled), label_key: N int64}``."""
+    """Latent shards (``.pt`` files of ``{key: N×C×H×W float (unscaled), label_key: N int64}``) or seed 003's
+    per-domain folders of per-file latents (``layout: domain_folders``: ``root/<domain>/<file>.pt|.npy``)."""
     root: Optional[str] = None
-    """Shard folder, glob or file."""
+    """Shard folder, glob or file; with layout domain_folders the folder holding one sub-folder per domain."""
+    layout: Literal["shards", "domain_folders"] = "shards"
+    """domain_folders: seed 003's layout and epoch sampler (data.domains names the sub-folders, in label order)."""
+    epoch_size: Optional[int] = bounded(None, ge=1)
+    """layout domain_folders: samples per epoch (unset: max files per domain × domains, as seed 003)."""
     synthetic: bool = False
     """With root unset, generate synthetic latent shards under run_dir/data/latents and record them here (the
     shipped config asks for this). Without it, an unset root is an error."""
@@ -125,9 +161,13 @@ class StarGANDataConfig:
     synthetic_shards_per_domain: int = bounded(2, ge=1)
 
     def __post_init__(self):
+        folders = self.layout == "domain_folders"
         problems((self.root is not None or self.synthetic,
                   "data.root is unset: set data.root to your latent shards (python -m vqfast.tools.encode_latents "
-                  "makes them), or data.synthetic: true to train on generated toy latents"))
+                  "makes them), or data.synthetic: true to train on generated toy latents"),
+                 (not folders or bool(self.domains), "data.layout=domain_folders needs data.domains (sub-folder names)"),
+                 (not folders or not self.synthetic, "data.synthetic generates shards; not with layout domain_folders"),
+                 (folders or self.epoch_size is None, "data.epoch_size: only read with data.layout=domain_folders"))
 
 
 @dataclass

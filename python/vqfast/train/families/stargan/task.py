@@ -26,19 +26,68 @@ from typing import Optional
 
 import torch
 
-from vqfast.data.latents import ReferencePool, build_latent_loader, check_labels, list_shards, make_latent_shards
-from vqfast.errors import DataError
+from vqfast.data.latents import (
+    DomainFolderLatents,
+    ReferencePool,
+    build_latent_loader,
+    check_labels,
+    domain_files,
+    list_shards,
+    make_latent_shards,
+)
+from vqfast.errors import CheckpointError, DataError, VQFastError
 from vqfast.losses import stargan as losses
-from vqfast.models.stargan import LatentStarGAN
+from vqfast.models.stargan import ORIGINAL_NETS, LatentStarGAN, convert_original_state_dict
 from vqfast.train.engine.optim import LRFactor
 from vqfast.train.engine.samples import save_png, tile_rows
 from vqfast.train.engine.task import Logs, TaskBase
-from vqfast.train.families.stargan.config import StarGANConfig
+from vqfast.train.families.stargan.config import StarGANConfig, StarGANModelConfig
 from vqfast.train.families.stargan.samples import SampleRenderer
 
 log = logging.getLogger("vqfast")
 
+
+class _Offset(LRFactor):
+    """``LRFactor`` evaluated at ``s + offset`` (a resumed seed-003 run continues its global-step schedule); plain
+    attributes only, so ``LambdaLR.state_dict()`` stays loadable with ``weights_only``."""
+
+    def __init__(self, *, offset: int = 0, **kw):
+        super().__init__(**kw)
+        self.offset = offset
+
+    def __call__(self, s: int) -> float:
+        return super().__call__(s + self.offset)
+
+
 LOG_KEYS = ("d_loss", "g_loss", "g_adv", "sty", "ds", "cyc", "id", "r1", "lambda_ds")
+
+
+def build_nets(m: StarGANModelConfig, backend: str = "auto", device: torch.device | str = "cpu") -> LatentStarGAN:
+    """The four networks (+ EMA copies) of a ``model`` section."""
+    return LatentStarGAN(
+        latent_channels=m.latent_channels, style_dim=m.style_dim, base_dim=m.base_dim, n_res_blocks=m.n_res_blocks,
+        num_domains=m.num_domains, d_layers=m.d_layers, latent_dim=m.latent_dim,
+        mapping_hidden_dim=m.mapping_hidden_dim, mapping_shared_layers=m.mapping_shared_layers, d_dim=m.d_dim,
+        d_spectral_norm=m.d_spectral_norm, ema=m.ema, ema_beta=m.ema_beta, init=m.init, backend=backend,
+        norm=m.norm, num_groups=m.num_groups, style_mid_dim=m.style_mid_dim).to(device)
+
+
+def load_original_nets(nets: LatentStarGAN, obj, what: str) -> None:
+    """G/F/E/D of a seed-003 checkpoint payload into ``nets`` (EMA copies, when kept, start from them)."""
+    missing = [k for k in ORIGINAL_NETS if not isinstance(obj, dict) or k not in obj]
+    if missing:
+        raise CheckpointError(f"{what} is not a seed-003 checkpoint: no {missing} entries "
+                              f"(it has: {sorted(obj) if isinstance(obj, dict) else type(obj).__name__})")
+    for key, attr in ORIGINAL_NETS.items():
+        try:
+            getattr(nets, attr).load_state_dict(convert_original_state_dict(key, obj[key]), strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{what}: {key!r} does not match the network built from the config: "
+                                  f"{str(exc).splitlines()[0][:300]}") from exc
+    if nets.has_ema:
+        for ema, net in ((nets.generator_ema, nets.generator), (nets.style_encoder_ema, nets.style_encoder),
+                         (nets.mapping_ema, nets.mapping)):
+            ema.load_state_dict(net.state_dict())
 
 
 class StarGANLatentTask(TaskBase):
@@ -48,13 +97,8 @@ class StarGANLatentTask(TaskBase):
 
     def __init__(self, cfg: StarGANConfig, device: torch.device | str = "cpu"):
         super().__init__(cfg, torch.device(device))
-        m, t = cfg.model, cfg.training
-        self.nets = LatentStarGAN(
-            latent_channels=m.latent_channels, style_dim=m.style_dim, base_dim=m.base_dim,
-            n_res_blocks=m.n_res_blocks, num_domains=m.num_domains, d_layers=m.d_layers, latent_dim=m.latent_dim,
-            mapping_hidden_dim=m.mapping_hidden_dim, mapping_shared_layers=m.mapping_shared_layers, d_dim=m.d_dim,
-            d_spectral_norm=m.d_spectral_norm, ema=m.ema, ema_beta=m.ema_beta, init=m.init,
-            backend=cfg.backend).to(self.device)
+        t = cfg.training
+        self.nets = build_nets(cfg.model, cfg.backend, self.device)
         n = self.nets
         betas = (float(t.betas[0]), float(t.betas[1]))
         fused = {"fused": True} if t.optim_fused and self.device.type == "cuda" else {}
@@ -65,10 +109,13 @@ class StarGANLatentTask(TaskBase):
             {"params": list(n.style_encoder.parameters()), "lr": t.lr_g, "name": "E"},
             {"params": list(n.mapping.parameters()), "lr": t.lr_mapping, "name": "F"},
         ], lr=t.lr_g, betas=betas, weight_decay=t.weight_decay, **fused)
-        factor = LRFactor(warmup_steps=t.warmup_steps, schedule=t.lr_schedule, total=cfg.train.max_steps,
-                          min_ratio=t.min_lr_ratio)
+        if t.init_from is not None:  # before the schedulers: LambdaLR records the optimizers' initial LRs
+            self._load_original(t.init_from)
+        factor = _Offset(warmup_steps=t.warmup_steps, schedule=t.lr_schedule, total=t.start_step + cfg.train.max_steps,
+                         min_ratio=t.min_lr_ratio, offset=t.start_step)
         self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, factor)
         self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, factor)
+        self._cuda_options()
         self.amp_enabled = t.use_amp and self.device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if t.amp_dtype == "bf16" else torch.float16
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_enabled and t.amp_dtype == "fp16" else None
@@ -76,6 +123,7 @@ class StarGANLatentTask(TaskBase):
             log.info("training.use_amp is ignored on %s: running fp32", self.device.type)
         self.steps_per_epoch: Optional[int] = None
         self.loader = None
+        self.folders: Optional[DomainFolderLatents] = None
         self.pool: Optional[ReferencePool] = None
         vis = cfg.visualization  # built now: a vae_path that does not load fails before training
         self.renderer = SampleRenderer(vis.vae_path, vis.vae_subfolder, t.latent_scale, self.device)
@@ -87,6 +135,48 @@ class StarGANLatentTask(TaskBase):
                  *(sum(p.numel() for p in net.parameters()) / 1e6 for net in
                    (n.generator, n.style_encoder, n.mapping, n.discriminator)), ", ".join(cfg.domain_names()),
                  t.amp_dtype if self.amp_enabled else "off")
+
+    # ---- seed-003 checkpoints and CUDA options -----------------------------------------------------
+    def _load_original(self, path: str) -> None:
+        """G/F/E/D (+ opt_g/opt_d) of a seed-003 checkpoint (``trainer.py`` ``_save_checkpoint``)."""
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError as exc:
+            raise CheckpointError(f"training.init_from={path!r} does not exist") from exc
+        except Exception as exc:
+            raise CheckpointError(f"training.init_from={path!r} cannot be read ({type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0][:200]})") from exc
+        load_original_nets(self.nets, obj, f"training.init_from={path!r}")
+        loaded = ["G", "F", "E", "D"]
+        if self.cfg.training.init_optimizers:
+            for key, opt in (("opt_g", self.opt_g), ("opt_d", self.opt_d)):
+                if key not in obj:
+                    raise CheckpointError(f"training.init_from={path!r} has no {key!r}; set "
+                                          "training.init_optimizers: false to load the weights only")
+                try:
+                    opt.load_state_dict(obj[key])
+                except (ValueError, KeyError) as exc:
+                    raise CheckpointError(f"training.init_from={path!r}: {key!r} does not match: {exc}") from exc
+                loaded.append(key)
+        log.info("training.init_from: loaded %s from seed-003 checkpoint %s (epoch %s, global_step %s)",
+                 ", ".join(loaded), path, obj.get("epoch"), obj.get("global_step"))
+
+    def _cuda_options(self) -> None:
+        t = self.cfg.training
+        if self.device.type != "cuda":
+            if t.compile:
+                log.warning("training.compile applies on CUDA only: running eager on %s", self.device.type)
+            return
+        torch.backends.cuda.matmul.allow_tf32 = t.allow_tf32
+        torch.backends.cudnn.allow_tf32 = t.allow_tf32
+        torch.backends.cudnn.benchmark = t.cudnn_benchmark
+        if t.compile:
+            import torch._inductor.config as inductor_config
+            inductor_config.triton.cudagraphs = t.compile_cudagraphs
+            for key in t.compile_nets:  # in place: state_dict keys stay unprefixed
+                getattr(self.nets, ORIGINAL_NETS[key]).compile(mode=t.compile_mode, dynamic=t.compile_dynamic,
+                                                              fullgraph=t.compile_fullgraph)
+            log.info("torch.compile: %s (mode %s)", ", ".join(t.compile_nets), t.compile_mode)
 
     # ---- engine interface ------------------------------------------------------------------------
     def modules(self) -> dict[str, torch.nn.Module]:
@@ -156,6 +246,12 @@ class StarGANLatentTask(TaskBase):
     def prepare_data(cls, cfg: StarGANConfig, run_dir: Path) -> None:
         """data.synthetic with data.root unset: generate latent shards under run_dir/data/latents, record them."""
         d = cfg.data
+        if d.layout == "domain_folders":
+            try:
+                domain_files(d.root, cfg.domain_names())
+            except VQFastError as exc:
+                raise DataError(f"data.root={d.root!r} (layout domain_folders): {exc}") from exc
+            return
         if d.root is not None:
             return
         root = Path(run_dir) / "data" / "latents"
@@ -170,6 +266,15 @@ class StarGANLatentTask(TaskBase):
         """The content loader (LatentShardLoader or its Python reference) and the reference pool."""
         d, bs = self.cfg.data, batch_size
         self._target_gen.manual_seed(self.cfg.seed + 17 + 7919 * rank)
+        if d.layout == "domain_folders":
+            self.folders = self.loader = DomainFolderLatents(
+                d.root, self.cfg.domain_names(), batch_size=bs, epoch_size=d.epoch_size, reader=d.loader,
+                epoch_base=self.cfg.training.start_epoch, rank=rank, world_size=world_size)
+            self.steps_per_epoch = len(self.loader)
+            if self.steps_per_epoch == 0:
+                raise DataError(f"data.root={d.root!r}: an epoch of {self.loader.epoch_size} samples yields no full "
+                                f"batch of {bs}")
+            return self.loader
         paths = list_shards(d.root)
         check_labels(paths, d.label_key, self.cfg.model.num_domains)  # before any training: name the bad shard
         common = dict(loader=d.loader, key=d.key, label_key=d.label_key, batch_size=bs, rank=rank,
@@ -194,13 +299,19 @@ class StarGANLatentTask(TaskBase):
         Target domain uniform among the others; reference drawn from the target domain's pool.
         """
         d, scale = self.cfg.data, self.cfg.training.latent_scale
+        dev = self.device
+        if self.folders is not None:  # seed 003's sampler already drew source, target domain and reference
+            content = batch["content"]
+            return {"content": content.to(dev, torch.float32, non_blocking=True) * scale,
+                    "x_ref": batch["target_style"].to(dev, torch.float32, non_blocking=True) * scale,
+                    "y_src": batch["source_style_id"].long().to(dev),
+                    "y_trg": batch["target_style_id"].long().to(dev)}, int(content.shape[0])
         content = batch[d.key]                                                    # (B, C, H, W) unscaled
         y_src = batch[d.label_key].long().cpu()                                   # (B,)
         n_dom = self.cfg.model.num_domains
         shift = torch.randint(1, n_dom, y_src.shape, generator=self._target_gen)  # (B,)
         y_trg = (y_src + shift) % n_dom                                           # (B,)
         x_ref = self.pool.draw(y_trg)                                             # (B, C, H, W) unscaled
-        dev = self.device
         return {"content": content.to(dev, torch.float32, non_blocking=True) * scale,
                 "x_ref": x_ref.to(dev, torch.float32, non_blocking=True) * scale,
                 "y_src": y_src.to(dev), "y_trg": y_trg.to(dev)}, int(content.shape[0])
@@ -209,7 +320,7 @@ class StarGANLatentTask(TaskBase):
     def position(self, step: int) -> tuple[int, int]:
         """(epoch 1-based, batch index within the epoch 1-based) of global 0-based ``step``."""
         spe = self.steps_per_epoch
-        return step // spe + 1, step % spe + 1
+        return step // spe + self.cfg.training.start_epoch, step % spe + 1
 
     def lambda_ds(self, step: int) -> float:
         lc = self.cfg.loss
@@ -348,7 +459,7 @@ class StarGANLatentTask(TaskBase):
             rows = [self.renderer(content)]
             for d in range(self.cfg.model.num_domains):
                 y = torch.full((k,), d, dtype=torch.long)
-                x_ref = self.pool.draw(y, pull=False, generator=g).to(self.device) * self.cfg.training.latent_scale
+                x_ref = self._references(y, g).to(self.device) * self.cfg.training.latent_scale
                 y = y.to(self.device)
                 z = torch.randn(k, self.cfg.model.latent_dim, generator=g).to(self.device)
                 rows += [self.renderer(x_ref), self.renderer(self.translate(content, y, x_ref=x_ref)),
@@ -363,8 +474,20 @@ class StarGANLatentTask(TaskBase):
                          step)
         return {}
 
+    def _references(self, y: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """(k,) domain ids → (k, C, H, W) unscaled reference latents (pool, or a domain folder's files)."""
+        if self.folders is None:
+            return self.pool.draw(y, pull=False, generator=g)
+        return torch.stack([self.folders.tensors[d][int(torch.randint(len(self.folders.tensors[d]), (), generator=g))]
+                            for d in y.tolist()])
+
     def heldout(self) -> torch.Tensor:
-        """The first ``visualization.num_samples`` latents of the data (unshuffled), scaled, on the device."""
+        """The first ``visualization.num_samples`` latents of the data (unshuffled; domain folders: each domain's
+        first files in turn, as seed 003's evaluation grid), scaled, on the device."""
+        if self._heldout is None and self.folders is not None:
+            k, t = self.cfg.visualization.num_samples, self.folders.tensors
+            rows = [t[i % len(t)][(i // len(t)) % len(t[i % len(t)])] for i in range(k)]
+            self._heldout = torch.stack(rows).to(self.device) * self.cfg.training.latent_scale
         if self._heldout is None:
             d = self.cfg.data
             loader = build_latent_loader(list_shards(d.root), loader=d.loader, key=d.key, label_key=d.label_key,
