@@ -36,30 +36,40 @@ class ReconstructionEvaluator:
 
     ``num_codes``: K (needed for usage); ``inception``: a weights path or an ``InceptionFeatures``;
     ``inception_sha256``: None skips the hash check (test weights); ``lpips_net``/``lpips_backbone``: see
-    ``vqfast.eval.lpips_metric``; ``fid_method``: ``frechet_distance``'s method."""
+    ``vqfast.eval.lpips_metric``; ``fid_method``: ``frechet_distance``'s method; ``reduce``: all-reduce over
+    ranks in ``compute()`` when torch.distributed is initialised (False: this rank's images only)."""
 
     def __init__(self, metrics: str | Sequence[str] = METRICS, *, device: torch.device | str = "cpu",
                  num_codes: Optional[int] = None, inception: str | os.PathLike | InceptionFeatures | None = None,
                  inception_sha256: Optional[str] = INCEPTION_SHA256, inception_mode: str = "torch-fidelity",
-                 lpips_net: str = "vgg", lpips_backbone: str | os.PathLike | None = None, fid_method: str = "eig"):
+                 lpips_net: str = "vgg", lpips_backbone: str | os.PathLike | None = None, fid_method: str = "eig",
+                 reduce: bool = True):
         self.metrics, self.device = parse_metrics(metrics), torch.device(device)
-        self.fid_method = fid_method
-        zero = torch.zeros((), dtype=torch.float64, device=self.device)
-        self.sums = {k: zero.clone() for k in ("images", "psnr", "ssim", "lpips")}
-        self.inception = self.real_stats = self.recon_stats = self.lpips = self.codes = None
+        if fid_method not in ("eig", "sqrtm"):
+            raise EvalError(f"fid_method={fid_method!r} is not one of 'eig', 'sqrtm'")
+        self.fid_method, self.reduce, self.num_codes = fid_method, reduce, num_codes
+        self.inception = self.lpips = None
         if "rfid" in self.metrics:
             self.inception = (inception if isinstance(inception, InceptionFeatures) else
                               InceptionFeatures(inception, sha256=inception_sha256, mode=inception_mode))
             self.inception.to(self.device)
-            self.real_stats, self.recon_stats = GaussianStats(2048, self.device), GaussianStats(2048, self.device)
         if "lpips" in self.metrics:
             from vqfast.eval.lpips_metric import LPIPSMetric
 
             self.lpips = LPIPSMetric(lpips_net, lpips_backbone).to(self.device)
+        if "usage" in self.metrics and num_codes is None:
+            raise EvalError("the usage metric needs the codebook size (num_codes)")
+        self.reset()
+
+    def reset(self) -> None:
+        """Zero every accumulator (the networks are kept): evaluate another set."""
+        zero = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.sums = {k: zero.clone() for k in ("images", "psnr", "ssim", "lpips")}
+        self.real_stats = self.recon_stats = self.codes = None
+        if self.inception is not None:
+            self.real_stats, self.recon_stats = GaussianStats(2048, self.device), GaussianStats(2048, self.device)
         if "usage" in self.metrics:
-            if num_codes is None:
-                raise EvalError("the usage metric needs the codebook size (num_codes)")
-            self.codes = CodeCounter(num_codes, self.device)
+            self.codes = CodeCounter(self.num_codes, self.device)
 
     @torch.no_grad()
     def update(self, originals: torch.Tensor, reconstructions: torch.Tensor,
@@ -88,7 +98,7 @@ class ReconstructionEvaluator:
     def compute(self) -> dict[str, float]:
         import torch.distributed as dist
 
-        distributed = dist.is_available() and dist.is_initialized()
+        distributed = self.reduce and dist.is_available() and dist.is_initialized()
         sums = torch.stack(list(self.sums.values()))
         if distributed:
             dist.all_reduce(sums)

@@ -254,12 +254,15 @@ class InceptionFeatures(nn.Module):
 
     ``weights_path``: the weights file (None: the torch hub cache); ``sha256``: the digest the file must have
     (default the published one; None skips the check, for test weights only); ``mode``: the reference whose
-    resize and scaling are reproduced (module docstring)."""
+    resize and scaling are reproduced (module docstring); ``input_size``: the network resolution, 299 for FID
+    (smaller only for cheap parity tests against the references patched the same way)."""
 
     def __init__(self, weights_path: str | os.PathLike | None = None, *,
                  mode: Literal["torch-fidelity", "pytorch-fid"] = "torch-fidelity",
-                 sha256: Optional[str] = INCEPTION_SHA256, device: torch.device | str = "cpu"):
+                 sha256: Optional[str] = INCEPTION_SHA256, device: torch.device | str = "cpu",
+                 input_size: int = SIZE):
         super().__init__()
+        self.input_size = int(input_size)
         if mode not in MODES:
             raise VQFastError(f"InceptionFeatures: mode={mode!r} is not one of {MODES}")
         self.mode = mode
@@ -300,8 +303,8 @@ class InceptionFeatures(nn.Module):
         """uint8 (B, 3, H, W) → float32 (B, 3, 299, 299) in the network's input range."""
         x = images.to(torch.float32)
         if self.mode == "torch-fidelity":
-            return (resize_bilinear_tf1(x, SIZE) - 128) / 128
-        x = F.interpolate(x / 255, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+            return (resize_bilinear_tf1(x, self.input_size) - 128) / 128
+        x = F.interpolate(x / 255, size=(self.input_size,) * 2, mode="bilinear", align_corners=False)
         return 2 * x - 1
 
     @torch.no_grad()
@@ -314,7 +317,8 @@ class InceptionFeatures(nn.Module):
             return self.net(self.preprocess(images.to(device))).float()
 
 
-def random_inception_state_dict(seed: int = 0, calibration_images: int = 4) -> dict[str, torch.Tensor]:
+def random_inception_state_dict(seed: int = 0, calibration_images: int = 2, calibration_size: int = 160
+                                ) -> dict[str, torch.Tensor]:
     """A randomly initialised FID Inception state dict with BatchNorm statistics calibrated on random images
     (each BN's running mean/var = its batch statistics), so features are neither saturated nor vanishing.
     For tests and smoke runs only: FID from it is not comparable to anything."""
@@ -330,7 +334,7 @@ def random_inception_state_dict(seed: int = 0, calibration_images: int = 4) -> d
                 m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=gen))
                 m.momentum = 1.0  # running stats := the calibration batch's
         net.train()
-        x = torch.rand((calibration_images, 3, SIZE, SIZE), generator=gen) * 2 - 1
+        x = torch.rand((calibration_images, 3, calibration_size, calibration_size), generator=gen) * 2 - 1
         net(x)
     state = net.state_dict()
     for k in [k for k in state if k.endswith("num_batches_tracked")]:

@@ -46,8 +46,9 @@ class LPIPSMetric(nn.Module):
         path = None if random else find_backbone(net, backbone)
         import lpips as lpips_pkg
 
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
             warnings.simplefilter("ignore")  # torchvision's `pretrained=` deprecation inside lpips
+            torch.manual_seed(0)  # a "random" backbone is the same in every process (ranks agree)
             self.net = lpips_pkg.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False, eval_mode=True)
         if path is not None:
             self._load_backbone(path, net)

@@ -205,12 +205,16 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, *, method: Literal["eig", "sqrtm"
 
 def _trace_sqrtm(s1: np.ndarray, s2: np.ndarray, eps: float) -> float:
     """pytorch-fid ``calculate_frechet_distance``'s tr √(Σ1 Σ2)."""
+    import warnings
+
     from scipy import linalg
 
-    covmean = linalg.sqrtm(s1.dot(s2))
-    if not np.isfinite(covmean).all():  # product almost singular: pytorch-fid adds eps to the diagonals
-        offset = np.eye(s1.shape[0]) * eps
-        covmean = linalg.sqrtm((s1 + offset).dot(s2 + offset))
+    with warnings.catch_warnings():  # pytorch-fid passes disp=False: no LinAlgWarning for a singular product
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(s1.dot(s2))
+        if not np.isfinite(covmean).all():  # product almost singular: pytorch-fid adds eps to the diagonals
+            offset = np.eye(s1.shape[0]) * eps
+            covmean = linalg.sqrtm((s1 + offset).dot(s2 + offset))
     if np.iscomplexobj(covmean):
         if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
             raise MetricInputError(f"frechet_distance: sqrtm has an imaginary component "

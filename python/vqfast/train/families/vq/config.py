@@ -11,7 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional, Union
 
-from vqfast.train.config import ImageDataSection, PerceptualSection, RunConfig, ScaledLRSection, bounded, problems
+from vqfast.train.config import (
+    EvalSection,
+    ImageDataSection,
+    PerceptualSection,
+    RunConfig,
+    ScaledLRSection,
+    bounded,
+    problems,
+)
 
 
 @dataclass
@@ -179,6 +187,7 @@ class VQConfig(RunConfig):
     perceptual: PerceptualSection = field(default_factory=PerceptualSection)
     data: ImageDataSection = field(default_factory=ImageDataSection)
     train: VQTrainSection = field(default_factory=VQTrainSection)
+    eval: EvalSection = field(default_factory=EvalSection)
 
     def __post_init__(self):
         gan = isinstance(self.loss, VQLPIPSLossConfig)
