@@ -1,9 +1,10 @@
 """Imports run one way. An AST walk of python/vqfast (lazy imports inside functions included) fails on any import
 cycle and on any import against the layer order:
 
-    errors ← kernels ← ops ← quantize ← nn ← losses, models ← data ← train ← tools, stylize, plot
+    errors ← kernels ← ops ← quantize ← nn ← losses, models ← data ← eval ← train ← tools, stylize, plot
     errors ← loaders (pure-Python references) ← io (Rust loaders) ← data
     inside train: config ← engine ← families ← train/__init__, __main__
+    ``vqfast.eval.__main__`` (the CLI, which rebuilds models with the train families) is a tools-layer module.
 
 ``losses`` and ``models`` never import each other; the engine imports no family and no registry."""
 import ast
@@ -13,8 +14,9 @@ import vqfast
 
 ROOT = Path(vqfast.__file__).resolve().parent
 LAYERS = {"errors": 0, "kernels": 1, "loaders": 1, "io": 2, "ops": 2, "quantize": 3, "nn": 4, "losses": 5, "models": 5,
-          "data": 6, "train": 7, "eval": 7, "tools": 8, "stylize": 8, "plot": 8,
-          "stargan_sample": 8}
+          "data": 6, "eval": 7, "train": 8, "tools": 9, "stylize": 9, "plot": 9, "stargan_sample": 9}
+MODULE_LAYERS = {"vqfast.eval.__main__": ("tools", LAYERS["tools"])}
+"""Modules whose layer is not their package's."""
 TRAIN_LAYERS = {"config": 0, "engine": 1, "families": 2, "__main__": 3, "": 3}
 
 
@@ -52,6 +54,8 @@ GRAPH = {name: _imports(name, path, MODULES) for name, path in MODULES.items()}
 
 
 def _layer(module: str) -> tuple[str, int]:
+    if module in MODULE_LAYERS:
+        return MODULE_LAYERS[module]
     top = module.split(".")[1] if "." in module else ""
     return top, LAYERS.get(top, -1)
 

@@ -167,6 +167,38 @@ class PerceptualSection:
     backbone_path: Optional[str] = None
 
 
+EVAL_METRICS = ("rfid", "psnr", "ssim", "lpips", "usage")
+
+
+@dataclass
+class EvalSection:
+    """Validation with ``vqfast.eval`` during training (the reconstructing families): every ``every`` steps (at a
+    sample step; rank 0) the model reconstructs the held-out folder and ``val/<metric>`` is logged to metrics.jsonl
+    and TensorBoard. Off while ``metrics`` is empty."""
+    metrics: list[str] = field(default_factory=list)
+    """Any of rfid, psnr, ssim, lpips, usage (e.g. [psnr, ssim, usage]); empty: no evaluation."""
+    every: int = bounded(5000, ge=1)
+    """Steps between evaluations; a multiple of train.sample_every (evaluation runs in the sample hook)."""
+    root: Optional[str] = None
+    """Held-out folder of images or video-frame folders (unset: data.val_root; one of them is required)."""
+    limit: Optional[int] = bounded(None, ge=1)
+    """Evaluate the first N images of the folder (unset: all)."""
+    batch_size: int = bounded(16, ge=1)
+    inception_path: Optional[str] = None
+    """FID Inception weights (pt_inception-2015-12-05-6726825d.pth; unset: the torch hub cache)."""
+    inception_sha256: Optional[str] = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
+    """Expected sha256 of the Inception file (the published one); null skips the check (test weights only)."""
+    lpips_net: Literal["vgg", "alex"] = "vgg"
+    lpips_backbone: Optional[str] = None
+    """torchvision backbone file for LPIPS (unset: the torch hub cache; 'random': smoke tests only)."""
+    preprocess: Literal["train", "imagenet"] = "train"
+
+    def __post_init__(self):
+        bad = [m for m in self.metrics if m not in EVAL_METRICS]
+        problems((not bad, f"eval.metrics: {bad} not among {list(EVAL_METRICS)}"),
+                 (len(set(self.metrics)) == len(self.metrics), f"eval.metrics={self.metrics}: a metric twice"))
+
+
 @dataclass
 class TamingPerceptualSection(PerceptualSection):
     """LPIPS of taming's VQLPIPSWithDiscriminator (VQ family, QuantArt stage 1)."""

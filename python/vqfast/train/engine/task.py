@@ -139,6 +139,24 @@ class TaskBase:
         self.cfg, self.device = cfg, device
         self.usage: CodeUsage | None = None
         self._heldout: torch.Tensor | None = None
+        self._eval_paths = self._evaluator = None
+        ec = getattr(cfg, "eval", None)
+        if ec is not None and ec.metrics:  # check now: a bad eval section fails before training, not at step N
+            root = ec.root or cfg.data.val_root
+            if root is None:
+                raise ConfigError("eval.metrics is set but no held-out folder: set eval.root or data.val_root")
+            if ec.every % cfg.train.sample_every:
+                raise ConfigError(f"eval.every={ec.every} must be a multiple of train.sample_every="
+                                  f"{cfg.train.sample_every} (evaluation runs in the sample hook)")
+            from vqfast.eval.data import list_eval_images
+            from vqfast.eval.inception import find_inception_weights
+            from vqfast.eval.lpips_metric import find_backbone
+
+            self._eval_paths = list_eval_images(root, ec.limit)  # DataNotFoundError naming the folder
+            if "rfid" in ec.metrics:
+                find_inception_weights(ec.inception_path)  # InceptionWeightsError naming the file and the place
+            if "lpips" in ec.metrics and ec.lpips_backbone != "random":
+                find_backbone(ec.lpips_net, ec.lpips_backbone)
 
     # ---- data -----------------------------------------------------------------------------------------------
     @classmethod
@@ -232,7 +250,28 @@ class TaskBase:
         recon = self.reconstruct(x)
         self.save_grid(run_dir, step, writer, x, recon)
         values = torch.stack([psnr(x, recon, d.mean, d.std), (x - recon).abs().mean()]).tolist()
-        return {"val/psnr": values[0], "val/rec_loss": values[1]}
+        out = {"val/psnr": values[0], "val/rec_loss": values[1]}
+        ec = getattr(self.cfg, "eval", None)
+        if self._eval_paths is not None and (step % ec.every == 0 or step == self.cfg.train.max_steps):
+            out.update(self.evaluate())
+        return out
+
+    def evaluate(self) -> dict[str, float]:
+        """``vqfast.eval`` over the ``eval:`` held-out folder (this rank's process only) → ``val/<metric>``."""
+        from vqfast.eval.data import iterate_batches
+        from vqfast.eval.evaluator import ReconstructionEvaluator, evaluate_model
+
+        ec, d = self.cfg.eval, self.cfg.data
+        if self._evaluator is None:  # Inception / LPIPS built once (errors name the missing file)
+            self._evaluator = ReconstructionEvaluator(
+                ec.metrics, device=self.device, num_codes=self.model.vocab_size, inception=ec.inception_path,
+                inception_sha256=ec.inception_sha256, lpips_net=ec.lpips_net, lpips_backbone=ec.lpips_backbone,
+                reduce=False)
+        self._evaluator.reset()
+        batches = iterate_batches(self._eval_paths, size=d.size, batch_size=ec.batch_size, preprocess=ec.preprocess)
+        result = evaluate_model(self.model, batches, self._evaluator, mean=d.mean, std=d.std, device=self.device,
+                                autocast=self.autocast)
+        return {f"val/{k}": float(v) for k, v in result.items() if k != "images"}
 
     # ---- G/D phases -----------------------------------------------------------------------------------------
     def autocast(self):

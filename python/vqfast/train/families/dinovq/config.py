@@ -12,7 +12,15 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-from vqfast.train.config import ImageDataSection, OptimSection, PerceptualSection, RunConfig, bounded, problems
+from vqfast.train.config import (
+    EvalSection,
+    ImageDataSection,
+    OptimSection,
+    PerceptualSection,
+    RunConfig,
+    bounded,
+    problems,
+)
 
 
 @dataclass
@@ -178,6 +186,7 @@ class DinoVQConfig(RunConfig):
     perceptual: PerceptualSection = field(default_factory=PerceptualSection)
     data: ImageDataSection = field(default_factory=ImageDataSection)
     train: DinoVQTrainSection = field(default_factory=DinoVQTrainSection)
+    eval: EvalSection = field(default_factory=EvalSection)
 
     def __post_init__(self):
         m, size = self.model, self.data.size

@@ -12,7 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal, Optional, Union
 
-from vqfast.train.config import ImageDataSection, RunConfig, ScaledLRSection, TamingPerceptualSection, bounded, problems
+from vqfast.train.config import (
+    EvalSection,
+    ImageDataSection,
+    RunConfig,
+    ScaledLRSection,
+    TamingPerceptualSection,
+    bounded,
+    problems,
+)
 
 
 @dataclass
@@ -357,6 +365,7 @@ class VQConfig(RunConfig):
     perceptual: TamingPerceptualSection = field(default_factory=TamingPerceptualSection)
     data: VQDataSection = field(default_factory=VQDataSection)
     train: VQTrainSection = field(default_factory=VQTrainSection)
+    eval: EvalSection = field(default_factory=EvalSection)
 
     def __post_init__(self):
         gan = isinstance(self.loss, GAN_LOSSES)
