@@ -24,7 +24,7 @@ pub fn parse_npy(path: &Path, bytes: &[u8], base: u64) -> Result<ArrayLoc> {
         }
         v => return Err(Error::unsupported(path, Location::Offset { entry: None, offset: base + 6 }, format!(".npy format version {v} is not supported"))),
     };
-    if hstart + hlen > bytes.len() {
+    if hlen > bytes.len() - hstart {
         return Err(Error::corrupt_at(path, base, format!(".npy header of {hlen} bytes runs past the file (truncated?)")));
     }
     let header = std::str::from_utf8(&bytes[hstart..hstart + hlen]).map_err(|_| Error::corrupt_at(path, base + hstart as u64, ".npy header is not text"))?;
@@ -46,12 +46,18 @@ pub fn parse_npy(path: &Path, bytes: &[u8], base: u64) -> Result<ArrayLoc> {
     for part in shape_txt.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         shape.push(part.parse::<u64>().map_err(|_| Error::corrupt_at(path, base + hstart as u64, format!("bad shape entry {part:?}")))?);
     }
+    if shape.len() > 64 {
+        return Err(Error::corrupt_at(path, base + hstart as u64, format!("npy shape has {} dims (limit 64)", shape.len())));
+    }
     let data_offset = (hstart + hlen) as u64;
     let nbytes = shape.iter().try_fold(dtype.itemsize() as u64, |a, &d| a.checked_mul(d));
-    if nbytes.map_or(true, |n| data_offset + n > bytes.len() as u64) {
+    // Checked: a shape whose byte size plus the header wraps u64 must not pass (fuzz-pt-2 A3).
+    let end = nbytes.and_then(|n| n.checked_add(data_offset));
+    if end.map_or(true, |e| e > bytes.len() as u64) {
         return Err(Error::corrupt_at(path, base + data_offset, format!("array data ({shape:?} of {}) runs past the end of the file (truncated?)", dtype.torch_name())));
     }
-    Ok(ArrayLoc { dtype, shape, data_offset: base + data_offset })
+    let data_offset = base.checked_add(data_offset).ok_or_else(|| Error::corrupt_at(path, base, "npy data offset overflows"))?;
+    Ok(ArrayLoc { dtype, shape, data_offset })
 }
 
 fn field<'a>(header: &'a str, name: &str) -> Option<&'a str> {
@@ -96,12 +102,28 @@ mod tests {
         assert_eq!(loc.shape, vec![2, 3]);
         assert_eq!(loc.dtype, DType::F32);
         assert_eq!(loc.data_offset % 64, 0);
-        assert_eq!(loc.row_bytes(), 12);
+        assert_eq!(loc.row_bytes(), Some(12));
         let b1 = npy("<i8", "(5,)", &[0u8; 40]);
         assert_eq!(parse_npy(Path::new("a.npy"), &b1, 0).unwrap().shape, vec![5]);
         assert!(parse_npy(Path::new("a.npy"), &b[..80], 0).is_err());
         assert!(parse_npy(Path::new("a.npy"), &npy(">f4", "(2, 3)", &[0u8; 24]), 0).is_err());
         assert!(parse_npy(Path::new("a.npy"), &npy("|O", "(2,)", &[0u8; 16]), 0).is_err());
+    }
+
+    #[test]
+    fn byte_size_that_wraps_is_refused() {
+        // fuzz-pt-2 A3: 64 * 288230376151711742 + 128 == 2^64 wrapped an unchecked add.
+        let b = npy("|u1", "(64, 288230376151711742)", &[0u8; 48]);
+        let e = parse_npy(Path::new("wrap.npy"), &b, 0).unwrap_err();
+        assert!(e.to_string().contains("wrap.npy"), "{e}");
+        for shape in ["(18446744073709551615,)", "(2, 9223372036854775807)", "(18446744073709551616,)"] {
+            assert!(parse_npy(Path::new("w.npy"), &npy("<f4", shape, &[0u8; 16]), 0).is_err(), "{shape}");
+        }
+        // Empty arrays with huge other dims are fine to parse (0 bytes); the row size is None.
+        let loc = parse_npy(Path::new("z.npy"), &npy("<f4", "(0, 4294967296, 4294967296)", &[]), 0).unwrap();
+        assert_eq!(loc.row_bytes(), None);
+        // A 0-d array parses (numpy writes them); the shard loader refuses it as a shard.
+        assert!(parse_npy(Path::new("s.npy"), &npy("<f4", "()", &[0u8; 4]), 0).unwrap().shape.is_empty());
     }
 
     #[test]
