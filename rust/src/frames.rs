@@ -3,6 +3,12 @@
 //! Resize is separable, antialiased bilinear (triangle filter widened by the downscale factor,
 //! the same filter PIL's `Image.resize(BILINEAR)` uses), computed only for the output window
 //! that survives the crop. A frame already of the target size is copied through unchanged.
+//!
+//! Decoding derives sizes from file headers: that part is checked arithmetic under the lint
+//! below. The resize code works on images that passed the pixel limit (at most
+//! `max_frame_pixels`, default 2^28: far from usize overflow) and on the caller's output size,
+//! so it opts out item by item with a stated reason.
+#![deny(clippy::arithmetic_side_effects)]
 use crate::error::{Error, ErrorKind, Location, Result};
 use std::path::Path;
 
@@ -105,7 +111,8 @@ fn decode_png(path: &Path, bytes: &[u8]) -> Result<Rgb> {
     let mut data = Vec::new();
     data.try_reserve_exact(out_len).map_err(|e| decode_err(path, format!("cannot allocate {out_len} bytes for the frame: {e}")))?;
     for y in 0..h {
-        let row = &buf[y * stride..y * stride + row_len];
+        let start = y.saturating_mul(stride); // h * stride <= buf.len() (checked above)
+        let row = &buf[start..start.saturating_add(row_len)];
         match ch {
             3 => data.extend_from_slice(row),
             4 => row.chunks_exact(4).for_each(|p| data.extend_from_slice(&p[..3])),
@@ -117,6 +124,8 @@ fn decode_png(path: &Path, bytes: &[u8]) -> Result<Rgb> {
 }
 
 /// Size after scaling (h, w) so that it covers (out_h, out_w) (the shorter side matches).
+// Sizes here are bounded by a decoded image (pixel limit) and the output size.
+#[allow(clippy::arithmetic_side_effects)]
 pub fn cover_size(h: usize, w: usize, out_h: usize, out_w: usize) -> (usize, usize) {
     if h == 0 || w == 0 {
         return (out_h, out_w);
@@ -136,6 +145,8 @@ struct Taps {
     w: Vec<f32>,
 }
 
+// Sizes here are bounded by a decoded image (pixel limit) and the output size.
+#[allow(clippy::arithmetic_side_effects)]
 fn taps(inp: usize, out: usize, first: usize, count: usize) -> Taps {
     let scale = inp as f64 / out as f64;
     let fscale = scale.max(1.0);
@@ -175,6 +186,8 @@ pub struct Resizer {
     scale: Option<(Taps, Taps, usize, usize)>,
 }
 
+// Sizes here are bounded by a decoded image (pixel limit) and the output size.
+#[allow(clippy::arithmetic_side_effects)]
 impl Resizer {
     /// `top`/`left`: the crop window in the resized (covering) image; must fit.
     pub fn new(in_h: usize, in_w: usize, out_h: usize, out_w: usize, top: usize, left: usize) -> Resizer {
@@ -265,11 +278,14 @@ impl Resizer {
 
 /// Resize `img` to cover (out_h, out_w), crop the window at (top, left), write RGB8 into `dst`
 /// (`out_h * out_w * 3` bytes). `top`/`left` are in the resized image and must fit.
+// Sizes here are bounded by a decoded image (pixel limit) and the output size.
+#[allow(clippy::arithmetic_side_effects)]
 pub fn resize_crop_into(img: &Rgb, out_h: usize, out_w: usize, top: usize, left: usize, dst: &mut [u8]) {
     Resizer::new(img.h, img.w, out_h, out_w, top, left).run(img, dst)
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
 

@@ -1,5 +1,7 @@
 //! `.npy` and uncompressed `.npz` reader: header parsing only; the data is read with `pread`
 //! or memory-mapped by the caller. Big-endian, Fortran-order, object and compressed arrays are refused.
+//! Every size and offset from the header is computed with checked arithmetic (the lint below).
+#![deny(clippy::arithmetic_side_effects)]
 use crate::dtype::DType;
 use crate::error::{Error, Location, Result};
 use crate::ptfile::ArrayLoc;
@@ -14,7 +16,7 @@ pub fn parse_npy(path: &Path, bytes: &[u8], base: u64) -> Result<ArrayLoc> {
         return Err(Error::corrupt_at(path, base, "not an .npy array (bad magic)"));
     }
     let major = bytes[6];
-    let (hlen, hstart) = match major {
+    let (hlen, hstart): (usize, usize) = match major {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
         2 | 3 => {
             if bytes.len() < 12 {
@@ -22,39 +24,40 @@ pub fn parse_npy(path: &Path, bytes: &[u8], base: u64) -> Result<ArrayLoc> {
             }
             (u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize, 12)
         }
-        v => return Err(Error::unsupported(path, Location::Offset { entry: None, offset: base + 6 }, format!(".npy format version {v} is not supported"))),
+        v => return Err(Error::unsupported(path, Location::Offset { entry: None, offset: base.saturating_add(6) }, format!(".npy format version {v} is not supported"))),
     };
-    if hlen > bytes.len() - hstart {
+    let Some(hend) = hstart.checked_add(hlen).filter(|&e| e <= bytes.len()) else {
         return Err(Error::corrupt_at(path, base, format!(".npy header of {hlen} bytes runs past the file (truncated?)")));
-    }
-    let header = std::str::from_utf8(&bytes[hstart..hstart + hlen]).map_err(|_| Error::corrupt_at(path, base + hstart as u64, ".npy header is not text"))?;
+    };
+    let hpos = base.saturating_add(hstart as u64);
+    let header = std::str::from_utf8(&bytes[hstart..hend]).map_err(|_| Error::corrupt_at(path, hpos, ".npy header is not text"))?;
     let descr = field(header, "descr").and_then(|v| v.strip_prefix('\'').and_then(|v| v.split('\'').next()));
-    let Some(descr) = descr else { return Err(Error::corrupt_at(path, base + hstart as u64, "npy header has no 'descr'")) };
+    let Some(descr) = descr else { return Err(Error::corrupt_at(path, hpos, "npy header has no 'descr'")) };
     let dtype = DType::from_numpy_descr(descr).ok_or_else(|| {
         Error::unsupported(
             path,
-            Location::Offset { entry: None, offset: base + hstart as u64 },
+            Location::Offset { entry: None, offset: hpos },
             format!("numpy dtype '{descr}' is not supported (little-endian bool/int/uint/float/complex only; object arrays would need pickle)"),
         )
     })?;
     if field(header, "fortran_order").map_or(false, |v| v.starts_with("True")) {
-        return Err(Error::unsupported(path, Location::Offset { entry: None, offset: base + hstart as u64 }, "Fortran-order arrays are not supported; save with np.ascontiguousarray"));
+        return Err(Error::unsupported(path, Location::Offset { entry: None, offset: hpos }, "Fortran-order arrays are not supported; save with np.ascontiguousarray"));
     }
     let shape_txt = field(header, "shape").and_then(|v| v.strip_prefix('(')).and_then(|v| v.split(')').next());
-    let Some(shape_txt) = shape_txt else { return Err(Error::corrupt_at(path, base + hstart as u64, "npy header has no 'shape'")) };
+    let Some(shape_txt) = shape_txt else { return Err(Error::corrupt_at(path, hpos, "npy header has no 'shape'")) };
     let mut shape = Vec::new();
     for part in shape_txt.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        shape.push(part.parse::<u64>().map_err(|_| Error::corrupt_at(path, base + hstart as u64, format!("bad shape entry {part:?}")))?);
+        shape.push(part.parse::<u64>().map_err(|_| Error::corrupt_at(path, hpos, format!("bad shape entry {part:?}")))?);
     }
     if shape.len() > 64 {
-        return Err(Error::corrupt_at(path, base + hstart as u64, format!("npy shape has {} dims (limit 64)", shape.len())));
+        return Err(Error::corrupt_at(path, hpos, format!("npy shape has {} dims (limit 64)", shape.len())));
     }
-    let data_offset = (hstart + hlen) as u64;
+    let data_offset = hend as u64;
     let nbytes = shape.iter().try_fold(dtype.itemsize() as u64, |a, &d| a.checked_mul(d));
     // Checked: a shape whose byte size plus the header wraps u64 must not pass (fuzz-pt-2 A3).
     let end = nbytes.and_then(|n| n.checked_add(data_offset));
     if end.map_or(true, |e| e > bytes.len() as u64) {
-        return Err(Error::corrupt_at(path, base + data_offset, format!("array data ({shape:?} of {}) runs past the end of the file (truncated?)", dtype.torch_name())));
+        return Err(Error::corrupt_at(path, base.saturating_add(data_offset), format!("array data ({shape:?} of {}) runs past the end of the file (truncated?)", dtype.torch_name())));
     }
     let data_offset = base.checked_add(data_offset).ok_or_else(|| Error::corrupt_at(path, base, "npy data offset overflows"))?;
     Ok(ArrayLoc { dtype, shape, data_offset })
@@ -63,7 +66,7 @@ pub fn parse_npy(path: &Path, bytes: &[u8], base: u64) -> Result<ArrayLoc> {
 fn field<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     let pat = format!("'{name}':");
     let i = header.find(&pat)?;
-    Some(header[i + pat.len()..].trim_start())
+    Some(header[i.checked_add(pat.len())?..].trim_start())
 }
 
 /// Locate member `<key>.npy` of an `.npz` archive (must be stored, i.e. `np.savez`, not `savez_compressed`).
@@ -79,6 +82,7 @@ pub fn npz_member(path: &Path, bytes: &[u8], key: &str) -> Result<ArrayLoc> {
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
     fn npy(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {

@@ -5,7 +5,9 @@
 //! and its byte offset; `REDUCE` dispatches on the allow-listed globals only and builds plain
 //! descriptions (a tensor is `(storage key, dtype, offset, size, stride)` in elements).
 //! Hard limits on input size, stack, memo and output nesting make it safe on hostile input.
-//! The result is an owned, `Send` tree ([`Obj`]); the glue turns it into Python objects.
+//! The result is an owned, `Send` DAG ([`Obj`]); the glue turns it into Python objects.
+//! Every count and offset derived from the input uses checked or saturating arithmetic (lint below).
+#![deny(clippy::arithmetic_side_effects)]
 use crate::dtype::DType;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -574,16 +576,19 @@ impl<'a> Vm<'a> {
         Err(PickleError { offset: self.op_pos as u64, reason: reason.into(), unsupported: true })
     }
     fn take(&mut self, n: usize) -> PResult<&'a [u8]> {
-        if n > self.data.len() - self.pos {
-            return Err(PickleError {
+        let data: &'a [u8] = self.data;
+        let rest = data.get(self.pos..).unwrap_or(&[]);
+        match rest.get(..n) {
+            Some(s) => {
+                self.pos = self.pos.saturating_add(n); // <= data.len()
+                Ok(s)
+            }
+            None => Err(PickleError {
                 offset: self.pos as u64,
-                reason: format!("pickle truncated: wanted {n} bytes, {} left", self.data.len() - self.pos),
+                reason: format!("pickle truncated: wanted {n} bytes, {} left", rest.len()),
                 unsupported: false,
-            });
+            }),
         }
-        let s = &self.data[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(s)
     }
     fn u8(&mut self) -> PResult<u8> {
         Ok(self.take(1)?[0])
@@ -606,7 +611,7 @@ impl<'a> Vm<'a> {
             reason: "text argument is not UTF-8".into(),
             unsupported: false,
         })?;
-        self.pos += n + 1;
+        self.pos = self.pos.saturating_add(n).saturating_add(1); // the newline is in `rest`
         Ok(s)
     }
     fn sized(&mut self, n: u64) -> PResult<&'a [u8]> {
@@ -714,7 +719,7 @@ impl<'a> Vm<'a> {
                     return Ok(v);
                 }
                 b'(' => {
-                    if self.marks.len() >= self.limits.max_depth * 16 {
+                    if self.marks.len() >= self.limits.max_depth.saturating_mul(16) {
                         return self.err("too many nested MARKs");
                     }
                     self.marks.push(self.stack.len());
@@ -769,7 +774,7 @@ impl<'a> Vm<'a> {
                     let v = if n == 0 {
                         Value::Int(0)
                     } else if n <= 8 {
-                        let neg = b[n as usize - 1] & 0x80 != 0;
+                        let neg = b.last().is_some_and(|&x| x & 0x80 != 0);
                         let mut buf = if neg { [0xFFu8; 8] } else { [0u8; 8] };
                         buf[..n as usize].copy_from_slice(b);
                         Value::Int(i64::from_le_bytes(buf))
@@ -826,7 +831,11 @@ impl<'a> Vm<'a> {
                     self.push(Value::Tuple(Rc::new(items)))?
                 }
                 0x85 | 0x86 | 0x87 => {
-                    let n = (op - 0x84) as usize;
+                    let n = match op {
+                        0x85 => 1,
+                        0x86 => 2,
+                        _ => 3,
+                    };
                     let mut items = Vec::with_capacity(n);
                     for _ in 0..n {
                         items.push(self.pop()?);
@@ -1050,8 +1059,8 @@ impl<'a> Vm<'a> {
             Global::RebuildTensorV2 | Global::RebuildTensorV3 => {
                 // (storage, offset, size, stride, requires_grad, backward_hooks[, dtype (v3)][, metadata])
                 let min = if g == Global::RebuildTensorV3 { 7 } else { 6 };
-                if args.len() < min || args.len() > min + 1 {
-                    return self.err(format!("{g:?} takes {min} or {} arguments, got {}", min + 1, args.len()));
+                if args.len() < min || args.len() > min.saturating_add(1) {
+                    return self.err(format!("{g:?} takes {min} or {} arguments, got {}", min.saturating_add(1), args.len()));
                 }
                 let Value::Storage(st) = &args[0] else {
                     return self.err(format!("{g:?}: first argument must be a storage, got {}", args[0].type_name()));
@@ -1073,7 +1082,7 @@ impl<'a> Vm<'a> {
                 };
                 let storage_numel = if g == Global::RebuildTensorV3 && st.dtype != dtype {
                     // Untyped storage: numel counts bytes.
-                    st.numel / dtype.itemsize() as u64
+                    st.numel.checked_div(dtype.itemsize() as u64).unwrap_or(0)
                 } else {
                     st.numel
                 };
@@ -1237,6 +1246,7 @@ fn as_f64(v: &Value) -> Option<f64> {
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)]
 pub(crate) mod tests {
     use super::*;
 

@@ -4,6 +4,8 @@
 //! 64-byte aligned), `<prefix>/byteorder` (`little`), `<prefix>/version`, ... where the prefix is
 //! the stem of the file name (or `archive` for file-like objects). Every tensor is validated
 //! against its storage entry here, so the glue can build views without further checks.
+//! Sizes and offsets from the file use checked arithmetic (the lint below).
+#![deny(clippy::arithmetic_side_effects)]
 use crate::dtype::DType;
 use crate::error::{Error, ErrorKind, Location, Result};
 use crate::limits;
@@ -69,7 +71,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<PtIndex> {
         .iter()
         .find(|e| e.name.ends_with("/data.pkl") && e.name.matches('/').count() == 1)
         .ok_or_else(|| Error::new(ErrorKind::Corrupt, path, Location::None, "archive has no '<prefix>/data.pkl' entry"))?;
-    let prefix = pkl.name[..pkl.name.len() - "/data.pkl".len()].to_string();
+    let prefix = pkl.name.strip_suffix("/data.pkl").unwrap_or_default().to_string();
     let by_name: HashMap<&str, &zipdir::Entry> = entries.iter().map(|e| (e.name.as_str(), e)).collect();
     if let Some(bo) = by_name.get(format!("{prefix}/byteorder").as_str()) {
         let r = bo.stored_range(path)?;
@@ -117,9 +119,9 @@ fn parse_legacy(path: &Path, bytes: &[u8]) -> Result<PtIndex> {
     let next = |what: &str, pos: &mut usize| -> Result<Obj> {
         let (o, used) = pickle::load_prefix(&bytes[*pos..], limits::pickle_limits()).map_err(|e| {
             let kind = if e.unsupported { ErrorKind::Unsupported } else { ErrorKind::Corrupt };
-            Error::new(kind, path, Location::Offset { entry: None, offset: *pos as u64 + e.offset }, format!("legacy {what} pickle: {}", e.reason))
+            Error::new(kind, path, Location::Offset { entry: None, offset: (*pos as u64).saturating_add(e.offset) }, format!("legacy {what} pickle: {}", e.reason))
         })?;
-        *pos += used;
+        *pos = pos.saturating_add(used); // used <= bytes.len() - *pos
         Ok(o)
     };
     next("magic", &mut pos)?;
@@ -145,18 +147,20 @@ fn parse_legacy(path: &Path, bytes: &[u8]) -> Result<PtIndex> {
     for k in keys.iter() {
         let Obj::Str(key) = k else { return Err(Error::corrupt_at(path, pos as u64, "legacy storage key is not a string")) };
         let key = key.to_string();
-        if bytes.len().checked_sub(pos).map_or(true, |left| left < 8) {
+        let Some(head) = bytes.get(pos..).and_then(|r| r.get(..8)) else {
             return Err(Error::corrupt_at(path, pos as u64, format!("storage '{key}' header runs past the end of the file (truncated?)")));
-        }
-        let numel = u64::from_le_bytes(bytes[pos..pos + 8].try_into().unwrap());
+        };
+        let numel = u64::from_le_bytes(head.try_into().unwrap());
+        let start = pos.saturating_add(8); // <= bytes.len(): the 8 bytes exist
         let es = *elsize.get(&key).unwrap_or(&1) as u64;
-        let left = (bytes.len() - pos - 8) as u64;
+        let left = bytes.len().saturating_sub(start) as u64;
         let n = numel.checked_mul(es).filter(|n| *n <= left).ok_or_else(|| {
             Error::corrupt_at(path, pos as u64, format!("storage '{key}' claims {numel} elements of {es} bytes, past the end of the file (truncated?)"))
         })? as usize;
-        // n <= left, so pos + 8 + n <= bytes.len(): no overflow.
-        storages.insert(key, pos + 8..pos + 8 + n);
-        pos += 8 + n;
+        // n <= left, so start + n <= bytes.len(): no overflow.
+        let end = start.saturating_add(n);
+        storages.insert(key, start..end);
+        pos = end;
     }
     let index = PtIndex { prefix: String::new(), root, storages };
     check_all(path, &index)?;
@@ -184,7 +188,7 @@ fn check_tensor(path: &Path, index: &PtIndex, key: &str, t: &TensorSpec) -> Resu
     }
     let bad = |reason: String| Err(Error::new(ErrorKind::Corrupt, path, Location::Key(key.to_string()), reason));
     let itemsize = t.dtype.itemsize() as u64;
-    if range.len() as u64 % itemsize != 0 {
+    if (range.len() as u64).checked_rem(itemsize) != Some(0) {
         return bad(format!("storage '{}' holds {} bytes, not a whole number of {} elements ({itemsize} bytes each)", t.storage, range.len(), t.dtype.torch_name()));
     }
     if t.requires_grad && !t.dtype.can_require_grad() {
@@ -401,6 +405,7 @@ pub fn array_loc(path: &Path, index: &PtIndex, key: &str) -> Result<ArrayLoc> {
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
     use crate::pickle::tests::tensor_dict_pickle;

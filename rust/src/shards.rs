@@ -9,6 +9,10 @@
 //! shards are left out in skip mode ([`ShardSet::open`]), the epoch plan of a rank and the resume
 //! fingerprint, and the read-ahead rule of [`ShardSet::load_batch`]. `vqfast.data.latents.
 //! TorchLatentShardLoader` is the pure-Python reference of the plan and the skip rule.
+//!
+//! Row counts, sizes and offsets come from files: every computation with them is checked or
+//! saturating (validated bounds make saturation unreachable), enforced by the lint below.
+#![deny(clippy::arithmetic_side_effects)]
 use crate::dtype::DType;
 use crate::error::{Error, ErrorKind, Location, Result};
 use crate::ptfile::{self, ArrayLoc};
@@ -160,19 +164,20 @@ impl ShardSet {
     }
 
     pub fn total(&self) -> u64 {
-        self.shards.iter().map(|s| s.rows).sum()
+        // open() checked that the sum fits (MAX_TOTAL_ROWS)
+        self.shards.iter().fold(0u64, |a, s| a.saturating_add(s.rows))
     }
 
     /// (shard, row) of a global sample id.
     pub fn locate(&self, id: u64) -> (usize, u64) {
-        let s = self.starts.partition_point(|&st| st <= id) - 1;
-        (s, id - self.starts[s])
+        let s = self.starts.partition_point(|&st| st <= id).saturating_sub(1);
+        (s, id.saturating_sub(self.starts[s]))
     }
 
     /// Ask the kernel to start reading the shards `ids` touch (once per shard and epoch).
     /// Returns how many shards got a hint now.
     pub fn advise(&self, ids: &[u64], epoch: u64) -> usize {
-        let mut hinted = 0;
+        let mut hinted = 0usize;
         let mut last = usize::MAX;
         for &id in ids {
             let (s, _) = self.locate(id);
@@ -181,11 +186,12 @@ impl ShardSet {
             }
             last = s;
             let sh = &self.shards[s];
-            if sh.advised.swap(epoch + 1, Ordering::Relaxed) != epoch + 1 {
+            let mark = epoch.saturating_add(1);
+            if sh.advised.swap(mark, Ordering::Relaxed) != mark {
                 for (f, off) in self.fields.iter().zip(&sh.offsets) {
-                    fadvise_willneed(&sh.file, *off, f.row_bytes * sh.rows);
+                    fadvise_willneed(&sh.file, *off, f.row_bytes.saturating_mul(sh.rows));
                 }
-                hinted += 1;
+                hinted = hinted.saturating_add(1);
             }
         }
         hinted
@@ -235,14 +241,17 @@ impl ShardSet {
         while i < ids.len() {
             let (s, row) = self.locate(ids[i]);
             let sh = &self.shards[s];
-            let mut j = i + 1;
-            while j < ids.len() && ids[j] == ids[j - 1] + 1 && ids[j] - self.starts[s] < sh.rows {
-                j += 1;
+            // the run of consecutive ids inside this shard: ids[i..j]
+            let mut j = i.saturating_add(1);
+            while j < ids.len() && ids[j.saturating_sub(1)].checked_add(1) == Some(ids[j]) && ids[j].saturating_sub(self.starts[s]) < sh.rows {
+                j = j.saturating_add(1);
             }
             for (fi, f) in self.fields.iter().enumerate() {
+                // rb * ids.len() fit when the buffers were sized; row < rows, and the rows lie
+                // inside the file (validated at open), so these cannot saturate
                 let rb = f.row_bytes as usize;
-                let dst = &mut out[fi][i * rb..j * rb];
-                let off = sh.offsets[fi] + row * f.row_bytes;
+                let dst = &mut out[fi][i.saturating_mul(rb)..j.saturating_mul(rb)];
+                let off = sh.offsets[fi].saturating_add(row.saturating_mul(f.row_bytes));
                 sh.file.read_exact_at(dst, off).map_err(|e| {
                     Error::new(ErrorKind::Io, &sh.path, Location::Offset { entry: None, offset: off }, format!("reading {} bytes of '{}': {e}", dst.len(), f.key))
                 })?;
@@ -287,6 +296,7 @@ fn fadvise_willneed(file: &File, offset: u64, len: u64) {
 fn fadvise_willneed(_file: &File, _offset: u64, _len: u64) {}
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
     use crate::pickle::tests::tensor_dict_pickle;

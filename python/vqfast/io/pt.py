@@ -36,6 +36,10 @@ class _Factory:
             base = torch.from_numpy(array)  # (nbytes,) uint8
             if base.numel() <= 1:
                 base = base.as_strided((base.numel(),), (1,))  # numpy may report stride 0 here
+            if base.data_ptr() % 16:
+                # Not aligned for every dtype (legacy files, archives re-zipped without torch's
+                # padding): copy once, so every view of this storage still shares one buffer.
+                base = base.clone()
             self._storages[key] = base
         return base
 
@@ -44,10 +48,6 @@ class _Factory:
         torch_dtype = getattr(torch, dtype)
         base = self._storage(key)
         itemsize = torch.empty((), dtype=torch_dtype).element_size()
-        if base.data_ptr() % itemsize:
-            # Not aligned for the dtype (an archive re-zipped without torch's padding): copy once.
-            base = base.clone()
-            self._storages[key] = base
         # Rust checked that the entry is a whole number of elements and holds the view; view
         # only whole elements anyway (a storage shared by views of several dtypes).
         usable = base.numel() - base.numel() % itemsize
