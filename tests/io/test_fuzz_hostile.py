@@ -1,7 +1,7 @@
 """Hostile and corrupt inputs never crash, hang, exhaust memory, run code or escape as the wrong
 exception (issue 16; every class of the fuzz-pt-2 campaign is a regression case here). Each input
 runs in a forked child under a memory cap and a timeout (tests/io/fuzz/runner.py). The long
-campaign: ``python -m tests.io.fuzz --minutes 20``."""
+campaign: ``python tests/io/fuzz --minutes 20``."""
 from __future__ import annotations
 
 import io

@@ -7,7 +7,7 @@ another type. :mod:`.cases` builds the inputs (seeds, the hand-crafted regressio
 structured mutators for the 14 categories), :mod:`.runner` runs each in a forked child under a
 memory cap and a timeout and classifies the outcome. Long run::
 
-    python -m tests.io.fuzz --minutes 20 --seed 1 --report fuzz.json
+    python tests/io/fuzz --minutes 20 --seed 1 --report fuzz.json
 
 The bounded CI run is ``tests/io/test_fuzz_hostile.py``.
 """

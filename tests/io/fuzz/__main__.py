@@ -1,5 +1,5 @@
-"""Long fuzz campaign: ``python -m tests.io.fuzz --minutes 20 [--seed N] [--report fuzz.json]``
-(run from the repository root with the worktree's ``python`` on ``PYTHONPATH``). Seeds and every
+"""Long fuzz campaign: ``python tests/io/fuzz --minutes 20 [--seed N] [--report fuzz.json]``
+(from the repository root, with the checkout's ``python/`` on ``PYTHONPATH``). Seeds and every
 hand-crafted regression case first, then the structured mutators round-robin until the time is
 up. Exit status 1 if any input crashed, hung, blew the memory cap, ran code or escaped with
 another exception type."""
@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import time
 
-from .cases import fixed_cases, generators
-from .runner import BAD, run_case, summarise
+if __package__ in (None, ""):  # run as a directory: make `fuzz` importable as a package
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from fuzz.cases import fixed_cases, generators  # noqa: E402
+from fuzz.runner import BAD, run_case, summarise  # noqa: E402
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tests.io.fuzz", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python tests/io/fuzz", description=__doc__)
     ap.add_argument("--minutes", type=float, default=20.0)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds per input (SIGKILL after)")
