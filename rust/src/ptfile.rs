@@ -55,8 +55,14 @@ impl PtFile {
 }
 
 /// True if `bytes` start like a legacy (pre-1.6 / `_use_new_zipfile_serialization=False`) file.
+/// Protocol 4+ (`pickle_protocol=4`) puts a FRAME (0x95 + u64 length) before the LONG1.
 pub fn is_legacy(bytes: &[u8]) -> bool {
-    bytes.len() > 13 && bytes[0] == 0x80 && bytes[2] == 0x8a && bytes[3] == 10 && bytes[4..14] == LEGACY_MAGIC
+    let rest = match bytes {
+        [0x80, _, 0x95, _, _, _, _, _, _, _, _, rest @ ..] => rest,
+        [0x80, _, rest @ ..] => rest,
+        _ => return false,
+    };
+    matches!(rest, [0x8a, 10, magic @ ..] if magic.get(..10) == Some(&LEGACY_MAGIC[..]))
 }
 
 pub fn parse(path: &Path, bytes: &[u8]) -> Result<PtIndex> {
@@ -476,6 +482,14 @@ mod tests {
         legacy.extend_from_slice(&[0u8; 30]);
         let e = parse(Path::new("s.pt"), &legacy).unwrap_err();
         assert!(e.to_string().contains("legacy"), "{e}");
+        // Protocol 4 (FRAME before the magic) is recognised as legacy too.
+        let mut p4 = vec![0x80, 0x04, 0x95];
+        p4.extend_from_slice(&11u64.to_le_bytes());
+        p4.extend_from_slice(&[0x8a, 0x0a]);
+        p4.extend_from_slice(&LEGACY_MAGIC);
+        p4.push(b'.');
+        assert!(is_legacy(&p4));
+        assert!(!is_legacy(&p4[..12]));
     }
 
     #[test]

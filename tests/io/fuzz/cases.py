@@ -173,6 +173,7 @@ def seed_pt() -> List[Case]:
         Case("shared", "seed-pt", "pt", save({"a": base, "b": base, "l": [base] * 3})),
         Case("legacy", "seed-pt", "pt", save({"latents": base}, _use_new_zipfile_serialization=False)),
         Case("proto4", "seed-pt", "pt", save({"latents": base}, pickle_protocol=4)),
+        Case("legacy_p4", "seed-pt", "pt", save({"latents": base, "l": [1, 2]}, _use_new_zipfile_serialization=False, pickle_protocol=4)),
     ]
     return out
 
@@ -465,8 +466,8 @@ Generator = Callable[[random.Random, int], List[Case]]
 
 def generators() -> Dict[str, Generator]:
     """category -> (rnd, n) -> n cases; the round-robin of the long run."""
-    pts = [c for c in seed_pt() if c.name != "legacy"]
-    legacy = [c for c in seed_pt() if c.name == "legacy"]
+    pts = [c for c in seed_pt() if not c.name.startswith("legacy")]
+    legacy = [c for c in seed_pt() if c.name.startswith("legacy")]
     npys = [c for c in seed_npy() if c.kind == "npy"]
     npzs = [c for c in seed_npy() if c.kind == "npz"]
     frames = seed_frames()
