@@ -49,16 +49,19 @@ pub fn get() -> ReaderLimits {
     }
 }
 
-/// Set the limits; every value must be positive, the depth at most 10_000 (the converters recurse
-/// once per level on an 8 MiB stack).
+/// Most nesting depth allowed: the converters recurse once per level, and 1000 levels fit in an
+/// 8 MiB thread stack (the default), even unoptimised (tested in `pickle::tests`).
+pub const MAX_MAX_DEPTH: u64 = 1000;
+
+/// Set the limits; every value must be positive, the depth at most [`MAX_MAX_DEPTH`].
 pub fn set(l: ReaderLimits) -> Result<(), String> {
     for (name, v) in [("max_nodes", l.max_nodes), ("max_bytes", l.max_bytes), ("max_depth", l.max_depth), ("max_frame_pixels", l.max_frame_pixels)] {
         if v == 0 {
             return Err(format!("{name} must be positive, got 0"));
         }
     }
-    if l.max_depth > 10_000 {
-        return Err(format!("max_depth must be at most 10000, got {}", l.max_depth));
+    if l.max_depth > MAX_MAX_DEPTH {
+        return Err(format!("max_depth must be at most {MAX_MAX_DEPTH}, got {}", l.max_depth));
     }
     MAX_NODES.store(l.max_nodes, Ordering::Relaxed);
     MAX_BYTES.store(l.max_bytes, Ordering::Relaxed);

@@ -1385,6 +1385,19 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_deepest_allowed_nesting_fits_a_small_stack() {
+        // 1000 nested lists (the most set_limits allows) convert on an 8 MiB stack, unoptimised.
+        let n = crate::limits::MAX_MAX_DEPTH as usize;
+        let mut p = vec![0x80, 2];
+        p.extend(std::iter::repeat(b']').take(n));
+        p.extend(std::iter::repeat(b'a').take(n - 1));
+        p.push(b'.');
+        let lim = Limits { max_depth: n, ..Limits::default() };
+        let r = std::thread::Builder::new().stack_size(8 << 20).spawn(move || load(&p, lim).map(|o| matches!(o, Obj::List(_)))).unwrap().join().unwrap();
+        assert_eq!(r, Ok(true));
+    }
+
+    #[test]
     fn shared_references_are_one_node_and_count_once() {
         // fuzz-pt-2 A2: 1 MiB of bytes referenced 20000 times (a 1 MB file) was deep-copied per
         // reference (> 20 GiB). Now it is one node, shared, and the byte budget counts it once.

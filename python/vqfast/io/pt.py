@@ -114,7 +114,7 @@ def set_limits(*, max_nodes: Optional[int] = None, max_bytes: Optional[int] = No
     * ``max_nodes`` (default 2**24): values the pickle VM of a ``.pt`` may build (every pushed
       value and every element copied counts; a shared reference counts once as a value).
     * ``max_bytes`` (default 2**30): str/bytes/int payload bytes a pickle may materialise.
-    * ``max_depth`` (default 200): container nesting of a loaded object.
+    * ``max_depth`` (default 200, at most 1000): container nesting of a loaded object.
     * ``max_frame_pixels`` (default 2**28): width x height of one JPEG/PNG frame, checked from
       its header before any buffer is allocated.
 
