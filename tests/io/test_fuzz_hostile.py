@@ -100,7 +100,15 @@ def test_limits_are_configurable_and_named(tmp_path):
         for i in range(2):
             Image.fromarray(np.zeros((12, 16, 3), np.uint8)).save(video / f"f{i}.png")
         loader = VideoClipLoader(str(tmp_path / "root"), clip_len=2, size=(8, 8), batch_size=1, num_threads=1)
-        with pytest.raises(FrameDecodeError, match="max_frame_pixels"):
+        with pytest.raises(FrameDecodeError, match="PNG of 16x12 pixels exceeds.*max_frame_pixels"):
+            next(iter(loader))
+        loader.close()
+        jpg = tmp_path / "jroot" / "v0"
+        jpg.mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.zeros((12, 16, 3), np.uint8)).save(jpg / f"f{i}.jpg")
+        loader = VideoClipLoader(str(tmp_path / "jroot"), clip_len=2, size=(8, 8), batch_size=1, num_threads=1)
+        with pytest.raises(FrameDecodeError, match="JPEG of 16x12 pixels exceeds.*max_frame_pixels"):
             next(iter(loader))
         loader.close()
         with pytest.raises(ValueError, match="positive"):
