@@ -24,8 +24,11 @@ class PtArchive:
     def build(self, factory: Any) -> Any:
         """The loaded object; ``factory`` has ``tensor(key, dtype, offset, size, stride, requires_grad,
         parameter)``, ``size(dims)``, ``device(type, index)`` and ``dtype(name)``."""
-    def tensors(self) -> List[Tuple[str, str, List[int], List[int], int, str, bool, bool]]:
-        """(key path, dtype, size, stride, storage offset, storage key, requires_grad, parameter) per tensor."""
+    def tensors(
+        self,
+    ) -> Tuple[List[str], List[int], List[Tuple[str, List[int], List[int], int, str, bool, bool]]]:
+        """``(paths, slots, specs)``: ``paths[i]`` reaches the distinct tensor ``specs[slots[i]]`` =
+        (dtype, size, stride, storage offset, storage key, requires_grad, parameter)."""
 
 class BatchStream:
     """Ordered, prefetched batches built by Rust threads."""
@@ -88,3 +91,8 @@ class ClipSetCore:
 def frames_to_model_input(
     frames: npt.NDArray[np.uint8], mean: Sequence[float], std: Sequence[float], num_threads: int
 ) -> npt.NDArray[np.float32]: ...
+
+def get_limits() -> Tuple[int, int, int, int]:
+    """``(max_nodes, max_bytes, max_depth, max_frame_pixels)`` now in force (process-wide)."""
+def set_limits(max_nodes: int, max_bytes: int, max_depth: int, max_frame_pixels: int) -> None:
+    """Set the reader limits; each must be positive (``max_depth`` at most 10000)."""

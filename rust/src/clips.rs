@@ -396,7 +396,12 @@ impl ClipSet {
             let mut v = vid;
             loop {
                 let video = self.videos.get(v as usize).ok_or_else(|| Error::argument(format!("video id {v} out of range")))?;
-                match load_clip(video, &self.clip, epoch, v, dst) {
+                // A panic while loading one clip is that clip's failure (skip mode skips it).
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load_clip(video, &self.clip, epoch, v, &mut *dst)));
+                let r = r.unwrap_or_else(|p| {
+                    Err(Error::new(ErrorKind::Decode, &video.dir, Location::None, format!("panic while loading a clip: {}", crate::error::panic_message(&*p))))
+                });
+                match r {
                     Ok(()) => break,
                     Err(e) if on_error == OnError::Raise => return Err(e),
                     Err(e) => {

@@ -75,6 +75,12 @@ impl DType {
         }
     }
 
+    /// Floating point or complex: the dtypes torch lets require gradients.
+    pub fn can_require_grad(self) -> bool {
+        use DType::*;
+        !matches!(self, I64 | I32 | I16 | I8 | U8 | U16 | U32 | U64 | Bool)
+    }
+
     pub fn itemsize(self) -> usize {
         use DType::*;
         match self {

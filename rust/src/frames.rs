@@ -3,6 +3,12 @@
 //! Resize is separable, antialiased bilinear (triangle filter widened by the downscale factor,
 //! the same filter PIL's `Image.resize(BILINEAR)` uses), computed only for the output window
 //! that survives the crop. A frame already of the target size is copied through unchanged.
+//!
+//! Decoding derives sizes from file headers: that part is checked arithmetic under the lint
+//! below. The resize code works on images that passed the pixel limit (at most
+//! `max_frame_pixels`, default 2^28: far from usize overflow) and on the caller's output size,
+//! so it opts out item by item with a stated reason.
+#![deny(clippy::arithmetic_side_effects)]
 use crate::error::{Error, ErrorKind, Location, Result};
 use std::path::Path;
 
@@ -20,7 +26,15 @@ fn decode_err(path: &Path, reason: impl Into<String>) -> Error {
 
 pub fn decode_file(path: &Path) -> Result<Rgb> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
-    decode(path, &bytes)
+    decode_guarded(path, &bytes)
+}
+
+/// [`decode`] with any panic inside the decoders turned into a `Decode` error naming the frame.
+pub fn decode_guarded(path: &Path, bytes: &[u8]) -> Result<Rgb> {
+    match std::panic::catch_unwind(|| decode(path, bytes)) {
+        Ok(r) => r,
+        Err(p) => Err(decode_err(path, format!("decoder panicked: {}", crate::error::panic_message(&*p)))),
+    }
 }
 
 pub fn decode(path: &Path, bytes: &[u8]) -> Result<Rgb> {
@@ -33,6 +47,24 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Rgb> {
     }
 }
 
+/// Refuse a frame whose header declares more than `limits::max_frame_pixels()` pixels, before any
+/// buffer is allocated (a 100000x100000 PNG header would ask for 30 GB; fuzz-pt-2 A4).
+fn check_pixels(path: &Path, kind: &str, w: u64, h: u64) -> Result<()> {
+    let max = crate::limits::max_frame_pixels();
+    match w.checked_mul(h) {
+        Some(n) if n <= max => Ok(()),
+        _ => Err(decode_err(path, format!("{kind} of {w}x{h} pixels exceeds the limit of {max} pixels per frame (limit max_frame_pixels)"))),
+    }
+}
+
+/// A zeroed buffer, or a decode error when it cannot be allocated (never an abort).
+fn zeroed(path: &Path, n: usize) -> Result<Vec<u8>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|e| decode_err(path, format!("cannot allocate {n} bytes for the frame: {e}")))?;
+    v.resize(n, 0u8);
+    Ok(v)
+}
+
 fn decode_jpeg(path: &Path, bytes: &[u8]) -> Result<Rgb> {
     use zune_jpeg::zune_core::bytestream::ZCursor;
     use zune_jpeg::zune_core::colorspace::ColorSpace;
@@ -42,11 +74,12 @@ fn decode_jpeg(path: &Path, bytes: &[u8]) -> Result<Rgb> {
     dec.decode_headers().map_err(|e| decode_err(path, format!("JPEG header: {e:?}")))?;
     let info = dec.info().ok_or_else(|| decode_err(path, "JPEG without a frame header"))?;
     let (w, h) = (info.width as usize, info.height as usize);
+    check_pixels(path, "JPEG", w as u64, h as u64)?;
     let n = dec.output_buffer_size().ok_or_else(|| decode_err(path, "JPEG dimensions overflow"))?;
-    if n != w * h * 3 {
+    if Some(n) != w.checked_mul(h).and_then(|p| p.checked_mul(3)) {
         return Err(decode_err(path, format!("JPEG decoder would produce {n} bytes for {w}x{h} RGB")));
     }
-    let mut data = vec![0u8; n];
+    let mut data = zeroed(path, n)?;
     dec.decode_into(&mut data).map_err(|e| decode_err(path, format!("JPEG data: {e:?}")))?;
     Ok(Rgb { w, h, data })
 }
@@ -56,8 +89,10 @@ fn decode_png(path: &Path, bytes: &[u8]) -> Result<Rgb> {
     let mut dec = png::Decoder::new(std::io::Cursor::new(bytes));
     dec.set_transformations(Transformations::EXPAND | Transformations::STRIP_16);
     let mut reader = dec.read_info().map_err(|e| decode_err(path, format!("PNG header: {e}")))?;
+    let (hw, hh) = (reader.info().width, reader.info().height);
+    check_pixels(path, "PNG", hw as u64, hh as u64)?;
     let size = reader.output_buffer_size().ok_or_else(|| decode_err(path, "PNG dimensions overflow"))?;
-    let mut buf = vec![0u8; size];
+    let mut buf = zeroed(path, size)?;
     let info = reader.next_frame(&mut buf).map_err(|e| decode_err(path, format!("PNG data: {e}")))?;
     let (w, h) = (info.width as usize, info.height as usize);
     let ch = match info.color_type {
@@ -68,9 +103,16 @@ fn decode_png(path: &Path, bytes: &[u8]) -> Result<Rgb> {
         ColorType::Indexed => return Err(decode_err(path, "indexed PNG was not expanded")),
     };
     let stride = info.line_size;
-    let mut data = Vec::with_capacity(w * h * 3);
+    let out_len = w.checked_mul(h).and_then(|p| p.checked_mul(3)).ok_or_else(|| decode_err(path, "PNG dimensions overflow"))?;
+    let row_len = w.checked_mul(ch).filter(|&r| r <= stride).ok_or_else(|| decode_err(path, "PNG row longer than its line"))?;
+    if h.checked_mul(stride).map_or(true, |n| n > buf.len()) {
+        return Err(decode_err(path, "PNG frame larger than its buffer"));
+    }
+    let mut data = Vec::new();
+    data.try_reserve_exact(out_len).map_err(|e| decode_err(path, format!("cannot allocate {out_len} bytes for the frame: {e}")))?;
     for y in 0..h {
-        let row = &buf[y * stride..y * stride + w * ch];
+        let start = y.saturating_mul(stride); // h * stride <= buf.len() (checked above)
+        let row = &buf[start..start.saturating_add(row_len)];
         match ch {
             3 => data.extend_from_slice(row),
             4 => row.chunks_exact(4).for_each(|p| data.extend_from_slice(&p[..3])),
@@ -82,6 +124,8 @@ fn decode_png(path: &Path, bytes: &[u8]) -> Result<Rgb> {
 }
 
 /// Size after scaling (h, w) so that it covers (out_h, out_w) (the shorter side matches).
+// Sizes here are bounded by a decoded image (pixel limit) and the output size.
+#[allow(clippy::arithmetic_side_effects)]
 pub fn cover_size(h: usize, w: usize, out_h: usize, out_w: usize) -> (usize, usize) {
     if h == 0 || w == 0 {
         return (out_h, out_w);
@@ -101,6 +145,8 @@ struct Taps {
     w: Vec<f32>,
 }
 
+// Sizes here are bounded by a decoded image (pixel limit) and the output size.
+#[allow(clippy::arithmetic_side_effects)]
 fn taps(inp: usize, out: usize, first: usize, count: usize) -> Taps {
     let scale = inp as f64 / out as f64;
     let fscale = scale.max(1.0);
@@ -140,6 +186,8 @@ pub struct Resizer {
     scale: Option<(Taps, Taps, usize, usize)>,
 }
 
+// Sizes here are bounded by a decoded image (pixel limit) and the output size.
+#[allow(clippy::arithmetic_side_effects)]
 impl Resizer {
     /// `top`/`left`: the crop window in the resized (covering) image; must fit.
     pub fn new(in_h: usize, in_w: usize, out_h: usize, out_w: usize, top: usize, left: usize) -> Resizer {
@@ -230,11 +278,14 @@ impl Resizer {
 
 /// Resize `img` to cover (out_h, out_w), crop the window at (top, left), write RGB8 into `dst`
 /// (`out_h * out_w * 3` bytes). `top`/`left` are in the resized image and must fit.
+// Sizes here are bounded by a decoded image (pixel limit) and the output size.
+#[allow(clippy::arithmetic_side_effects)]
 pub fn resize_crop_into(img: &Rgb, out_h: usize, out_w: usize, top: usize, left: usize, dst: &mut [u8]) {
     Resizer::new(img.h, img.w, out_h, out_w, top, left).run(img, dst)
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
 
@@ -303,5 +354,36 @@ mod tests {
         assert!(decode(Path::new("a.png"), &buf[..buf.len() / 2]).is_err());
         assert!(decode(Path::new("a.jpg"), &[0xFF, 0xD8, 0xFF, 0x00]).is_err());
         assert!(decode(Path::new("a.txt"), b"hello").is_err());
+    }
+
+    fn crc32(data: &[u8]) -> u32 {
+        let mut c = 0xFFFF_FFFFu32;
+        for &b in data {
+            c ^= b as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 { (c >> 1) ^ 0xEDB8_8320 } else { c >> 1 };
+            }
+        }
+        !c
+    }
+
+    #[test]
+    fn huge_png_header_is_refused_before_allocating() {
+        // fuzz-pt-2 A4: IHDR 100000x100000 made decode_png allocate 30 GB and abort.
+        let mut buf = Vec::new();
+        {
+            let mut enc = png::Encoder::new(&mut buf, 3, 2);
+            enc.set_color(png::ColorType::Rgb);
+            let mut w = enc.write_header().unwrap();
+            w.write_image_data(&[7u8; 18]).unwrap();
+        }
+        // IHDR: length(4) "IHDR"(4) width(4) height(4) ... at byte 8; CRC over type+data.
+        buf[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+        buf[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+        let crc = crc32(&buf[12..29]);
+        buf[29..33].copy_from_slice(&crc.to_be_bytes());
+        let e = decode(Path::new("huge.png"), &buf).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Decode);
+        assert!(e.to_string().contains("huge.png") && e.to_string().contains("max_frame_pixels"), "{e}");
     }
 }

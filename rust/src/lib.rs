@@ -8,6 +8,7 @@ pub mod clips;
 pub mod dtype;
 pub mod error;
 pub mod frames;
+pub mod limits;
 pub mod npy;
 pub mod pickle;
 pub mod plan;

@@ -5,13 +5,19 @@
 //! and its byte offset; `REDUCE` dispatches on the allow-listed globals only and builds plain
 //! descriptions (a tensor is `(storage key, dtype, offset, size, stride)` in elements).
 //! Hard limits on input size, stack, memo and output nesting make it safe on hostile input.
-//! The result is an owned, `Send` tree ([`Obj`]); the glue turns it into Python objects.
+//! The result is an owned, `Send` DAG ([`Obj`]); the glue turns it into Python objects.
+//! Every count and offset derived from the input uses checked or saturating arithmetic (lint below).
+#![deny(clippy::arithmetic_side_effects)]
 use crate::dtype::DType;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
+use std::sync::Arc;
 
 /// Limits. The defaults are far above what torch writes (about 10 memo slots per tensor).
+/// `max_nodes` bounds the values the VM builds (every push and every element copied into a
+/// container counts), `max_bytes` the str/bytes/long payload it materialises; shared (memo)
+/// references count once, as they are one object. Each refusal names the limit.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_stack: usize,
@@ -19,11 +25,12 @@ pub struct Limits {
     pub max_depth: usize,
     pub max_nodes: usize,
     pub max_str: usize,
+    pub max_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_stack: 1 << 20, max_memo: 1 << 22, max_depth: 200, max_nodes: 1 << 24, max_str: 1 << 30 }
+        Limits { max_stack: 1 << 20, max_memo: 1 << 22, max_depth: 200, max_nodes: 1 << 24, max_str: 1 << 30, max_bytes: 1 << 30 }
     }
 }
 
@@ -45,8 +52,9 @@ pub struct TensorSpec {
 }
 
 impl TensorSpec {
-    pub fn numel(&self) -> u64 {
-        self.size.iter().product()
+    /// Element count; `None` when it overflows u64.
+    pub fn numel(&self) -> Option<u64> {
+        self.size.iter().try_fold(1u64, |a, &s| a.checked_mul(s))
     }
     /// True when the element at index i is at `offset + i` (C order), ignoring size-1 dims.
     pub fn is_c_contiguous(&self) -> bool {
@@ -66,39 +74,73 @@ impl TensorSpec {
         }
         let mut last = self.offset;
         for (s, st) in self.size.iter().zip(&self.stride) {
-            last = last.checked_add((s - 1).checked_mul(*st)?)?;
+            last = last.checked_add(s.checked_sub(1)?.checked_mul(*st)?)?;
         }
         last.checked_add(1)
     }
 }
 
-/// The owned result tree.
+/// An OrderedDict: items, then instance attributes set by BUILD (a state_dict's `_metadata`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ODict {
+    pub items: Vec<(Obj, Obj)>,
+    pub attrs: Vec<(Obj, Obj)>,
+}
+
+/// The owned result: a DAG, not a tree. A value the pickle references several times (memo) is
+/// one shared node (`Arc`), so aliasing is kept as `torch.load` keeps it, and nothing is copied.
+/// Its depth is at most `Limits::max_depth` and it has no cycles.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Obj {
     None,
     Bool(bool),
     Int(i64),
     /// Little-endian two's complement bytes of an int that does not fit in i64.
-    BigInt(Vec<u8>),
+    BigInt(Arc<Vec<u8>>),
     Float(f64),
     Complex(f64, f64),
-    Str(String),
-    Bytes(Vec<u8>),
-    ByteArray(Vec<u8>),
-    Tuple(Vec<Obj>),
-    List(Vec<Obj>),
-    Dict(Vec<(Obj, Obj)>),
-    /// Items, then instance attributes set by BUILD (e.g. a state_dict's `_metadata`).
-    OrderedDict(Vec<(Obj, Obj)>, Vec<(Obj, Obj)>),
-    Set(Vec<Obj>),
-    FrozenSet(Vec<Obj>),
-    Tensor(TensorSpec),
+    Str(Arc<str>),
+    Bytes(Arc<Vec<u8>>),
+    ByteArray(Arc<Vec<u8>>),
+    Tuple(Arc<Vec<Obj>>),
+    List(Arc<Vec<Obj>>),
+    Dict(Arc<Vec<(Obj, Obj)>>),
+    OrderedDict(Arc<ODict>),
+    Set(Arc<Vec<Obj>>),
+    FrozenSet(Arc<Vec<Obj>>),
+    Tensor(Arc<TensorSpec>),
     /// `torch.Size(...)`.
-    Size(Vec<i64>),
+    Size(Arc<Vec<i64>>),
     /// `torch.device(type[, index])`.
-    Device(String, Option<i64>),
+    Device(Arc<str>, Option<i64>),
     /// `torch.<dtype>` object.
     Dtype(DType),
+}
+
+impl Obj {
+    /// Identity of a shared node: (variant, address). Two references to one node give the same
+    /// key; converters memoise on it so that a shared node becomes one Python object.
+    pub fn node_id(&self) -> Option<(u8, usize)> {
+        fn a<T: ?Sized>(p: &Arc<T>) -> usize {
+            Arc::as_ptr(p) as *const u8 as usize
+        }
+        Some(match self {
+            Obj::BigInt(p) => (1, a(p)),
+            Obj::Str(p) => (2, a(p)),
+            Obj::Bytes(p) => (3, a(p)),
+            Obj::ByteArray(p) => (4, a(p)),
+            Obj::Tuple(p) => (5, a(p)),
+            Obj::List(p) => (6, a(p)),
+            Obj::Dict(p) => (7, a(p)),
+            Obj::OrderedDict(p) => (8, a(p)),
+            Obj::Set(p) => (9, a(p)),
+            Obj::FrozenSet(p) => (10, a(p)),
+            Obj::Tensor(p) => (11, a(p)),
+            Obj::Size(p) => (12, a(p)),
+            Obj::Device(p, _) => (13, a(p)),
+            _ => return None,
+        })
+    }
 }
 
 /// Why the VM stopped: byte offset in the pickle and reason. Global refusals are `unsupported`.
@@ -162,11 +204,50 @@ struct StorageRef {
     numel: u64,
 }
 
-#[derive(Debug, Clone)]
+/// A key Python's dict would merge with an equal earlier one, for the simple key types
+/// (`True == 1`, so bools index as ints). Other keys are not indexed (Python merges them when
+/// the glue builds the dict).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum SimpleKey {
+    None,
+    Int(i64),
+    Str(Rc<str>),
+}
+
+fn simple_key(v: &Value) -> Option<SimpleKey> {
+    match v {
+        Value::None => Some(SimpleKey::None),
+        Value::Int(i) => Some(SimpleKey::Int(*i)),
+        Value::Bool(b) => Some(SimpleKey::Int(*b as i64)),
+        Value::Str(s) => Some(SimpleKey::Str(s.clone())),
+        _ => None,
+    }
+}
+
+#[derive(Debug, Default)]
 struct DictV {
     ordered: bool,
     items: Vec<(Value, Value)>,
+    /// Position in `items` of each simple key: SETITEM replaces in O(1), as a dict does.
+    index: HashMap<SimpleKey, usize>,
     attrs: Vec<(Value, Value)>,
+}
+
+impl DictV {
+    fn new(ordered: bool) -> Self {
+        DictV { ordered, ..DictV::default() }
+    }
+    /// Insert or replace (first key kept, value replaced: Python's dict semantics).
+    fn insert(&mut self, k: Value, v: Value) {
+        if let Some(sk) = simple_key(&k) {
+            if let Some(&i) = self.index.get(&sk) {
+                self.items[i].1 = v;
+                return;
+            }
+            self.index.insert(sk, self.items.len());
+        }
+        self.items.push((k, v));
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -191,6 +272,50 @@ enum Value {
     Device(Rc<str>, Option<i64>),
 }
 
+/// Move the children out of a container this is the last reference to.
+fn take_children(v: &mut Value, out: &mut Vec<Value>) {
+    match v {
+        Value::Tuple(rc) => {
+            if let Some(items) = Rc::get_mut(rc) {
+                out.append(items);
+            }
+        }
+        Value::List(rc) | Value::Set(rc, _) => {
+            if Rc::strong_count(rc) == 1 {
+                if let Ok(mut items) = rc.try_borrow_mut() {
+                    out.append(&mut items);
+                }
+            }
+        }
+        Value::Dict(rc) => {
+            if Rc::strong_count(rc) == 1 {
+                if let Ok(mut d) = rc.try_borrow_mut() {
+                    d.index.clear();
+                    let attrs = std::mem::take(&mut d.attrs);
+                    for (k, v) in d.items.drain(..).chain(attrs) {
+                        out.push(k);
+                        out.push(v);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Iterative destruction: the VM may hold 10^6-deep nestings (it builds them without recursion),
+/// and the derived recursive drop would overflow the stack on them. Children of a container
+/// dropped for the last time are moved to a work list first, so no drop recurses.
+impl Drop for Value {
+    fn drop(&mut self) {
+        let mut work = Vec::new();
+        take_children(self, &mut work);
+        while let Some(mut v) = work.pop() {
+            take_children(&mut v, &mut work);
+        }
+    }
+}
+
 impl Value {
     fn type_name(&self) -> &'static str {
         match self {
@@ -213,6 +338,27 @@ impl Value {
             Value::Device(..) => "torch.device",
         }
     }
+    /// Identity of a shared VM value (variant, address), for memoised conversion.
+    fn node_id(&self) -> Option<(u8, usize)> {
+        fn a<T: ?Sized>(p: &Rc<T>) -> usize {
+            Rc::as_ptr(p) as *const u8 as usize
+        }
+        Some(match self {
+            Value::BigInt(p) => (1, a(p)),
+            Value::Str(p) => (2, a(p)),
+            Value::Bytes(p) => (3, a(p)),
+            Value::ByteArray(p) => (4, a(p)),
+            Value::Tuple(p) => (5, a(p)),
+            Value::List(p) => (6, a(p)),
+            Value::Dict(p) => (7, a(p)),
+            Value::Set(p, false) => (9, a(p)),
+            Value::Set(p, true) => (10, a(p)),
+            Value::Tensor(p) => (11, a(p)),
+            Value::Size(p) => (12, a(p)),
+            Value::Device(p, _) => (13, a(p)),
+            _ => return None,
+        })
+    }
 }
 
 struct Vm<'a> {
@@ -223,6 +369,10 @@ struct Vm<'a> {
     marks: Vec<usize>,
     memo: HashMap<u32, Value>,
     limits: Limits,
+    /// Values built so far (pushes plus elements copied), against `limits.max_nodes`.
+    nodes: usize,
+    /// Payload bytes materialised so far, against `limits.max_bytes`.
+    bytes: usize,
 }
 
 /// Run the VM over a whole pickle and return the object it builds.
@@ -232,65 +382,190 @@ pub fn load(data: &[u8], limits: Limits) -> Result<Obj, PickleError> {
 
 /// Run the VM up to the first STOP; return the object and the bytes consumed (pickles in sequence).
 pub fn load_prefix(data: &[u8], limits: Limits) -> Result<(Obj, usize), PickleError> {
-    let mut vm = Vm { data, pos: 0, op_pos: 0, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), limits };
+    let mut vm = Vm { data, pos: 0, op_pos: 0, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), limits, nodes: 0, bytes: 0 };
     let v = vm.run()?;
-    let mut nodes = 0usize;
-    let o = to_obj(&v, 0, &mut nodes, &limits).map_err(|reason| PickleError { offset: vm.pos as u64, reason, unsupported: false })?;
+    let mut conv = Conv { lim: &limits, nodes: 0, key_work: 0, done: HashMap::new(), active: HashSet::new(), key_cost: HashMap::new() };
+    let o = conv.obj(&v, 0).map_err(|reason| PickleError { offset: vm.pos as u64, reason, unsupported: false })?;
     Ok((o, vm.pos))
 }
 
-fn to_obj(v: &Value, depth: usize, nodes: &mut usize, lim: &Limits) -> Result<Obj, String> {
-    if depth > lim.max_depth {
-        return Err(format!("object nesting deeper than {} (or a self-referencing container)", lim.max_depth));
+/// Keys (and set items) whose expanded size (tuples inside tuples, counted along every path,
+/// which is what Python's hash walks) is above this are refused: hashing them would hang.
+const MAX_KEY_NODES: u64 = 1 << 16;
+
+/// VM values → [`Obj`], memoised on node identity: each shared value is converted once and
+/// stays shared; cycles and nestings deeper than `max_depth` are refused; the height of every
+/// converted node is kept so a shared node reused deeper down still respects the depth limit.
+struct Conv<'l> {
+    lim: &'l Limits,
+    nodes: usize,
+    /// Sum of the expanded sizes of every dict key and set item (what building them hashes).
+    key_work: u64,
+    done: HashMap<(u8, usize), (Obj, usize)>,
+    active: HashSet<(u8, usize)>,
+    key_cost: HashMap<(u8, usize), Option<u64>>,
+}
+
+impl Conv<'_> {
+    fn obj(&mut self, v: &Value, depth: usize) -> Result<Obj, String> {
+        self.obj_h(v, depth).map(|(o, _)| o)
     }
-    *nodes += 1;
-    if *nodes > lim.max_nodes {
-        return Err(format!("object has more than {} nodes", lim.max_nodes));
-    }
-    let list = |xs: &[Value], nodes: &mut usize| -> Result<Vec<Obj>, String> {
-        xs.iter().map(|x| to_obj(x, depth + 1, nodes, lim)).collect()
-    };
-    Ok(match v {
-        Value::None => Obj::None,
-        Value::Bool(b) => Obj::Bool(*b),
-        Value::Int(i) => Obj::Int(*i),
-        Value::BigInt(b) => Obj::BigInt(b.to_vec()),
-        Value::Float(f) => Obj::Float(*f),
-        Value::Complex(a, b) => Obj::Complex(*a, *b),
-        Value::Str(s) => Obj::Str(s.to_string()),
-        Value::Bytes(b) => Obj::Bytes(b.to_vec()),
-        Value::ByteArray(b) => Obj::ByteArray(b.to_vec()),
-        Value::Tuple(t) => Obj::Tuple(list(t, nodes)?),
-        Value::List(l) => Obj::List(list(&l.borrow(), nodes)?),
-        Value::Set(s, frozen) => {
-            let items = list(&s.borrow(), nodes)?;
-            if *frozen { Obj::FrozenSet(items) } else { Obj::Set(items) }
+
+    /// The converted value and its height (1 for a scalar).
+    fn obj_h(&mut self, v: &Value, depth: usize) -> Result<(Obj, usize), String> {
+        let too_deep = || format!("object nesting deeper than {} (limit max_depth)", self.lim.max_depth);
+        if depth > self.lim.max_depth {
+            return Err(too_deep());
         }
-        Value::Dict(d) => {
-            let d = d.borrow();
-            let mut items = Vec::with_capacity(d.items.len());
-            for (k, v) in &d.items {
-                items.push((to_obj(k, depth + 1, nodes, lim)?, to_obj(v, depth + 1, nodes, lim)?));
-            }
-            if d.ordered {
-                let mut attrs = Vec::with_capacity(d.attrs.len());
-                for (k, v) in &d.attrs {
-                    attrs.push((to_obj(k, depth + 1, nodes, lim)?, to_obj(v, depth + 1, nodes, lim)?));
+        let id = v.node_id();
+        if let Some(id) = id {
+            if let Some((o, h)) = self.done.get(&id) {
+                if depth.saturating_add(*h) > self.lim.max_depth.saturating_add(1) {
+                    return Err(too_deep());
                 }
-                Obj::OrderedDict(items, attrs)
-            } else {
-                Obj::Dict(items)
+                return Ok((o.clone(), *h));
+            }
+            if !self.active.insert(id) {
+                return Err("a container contains itself (self-referencing containers are not supported)".into());
             }
         }
-        Value::Global(g) => match g {
-            Global::Dtype(d) => Obj::Dtype(*d),
-            other => return Err(format!("a bare global ({other:?}) cannot be returned as data")),
-        },
-        Value::Storage(_) => return Err("a bare storage cannot be returned as data; only tensors".into()),
-        Value::Tensor(t) => Obj::Tensor((**t).clone()),
-        Value::Size(s) => Obj::Size(s.to_vec()),
-        Value::Device(t, i) => Obj::Device(t.to_string(), *i),
-    })
+        self.nodes = self.nodes.saturating_add(1);
+        if self.nodes > self.lim.max_nodes {
+            return Err(format!("object has more than {} nodes (limit max_nodes)", self.lim.max_nodes));
+        }
+        let r = self.convert(v, depth);
+        if let Some(id) = id {
+            self.active.remove(&id);
+            if let Ok((o, h)) = &r {
+                self.done.insert(id, (o.clone(), *h));
+            }
+        }
+        r
+    }
+
+    fn seq(&mut self, xs: &[Value], depth: usize, h: &mut usize) -> Result<Vec<Obj>, String> {
+        let mut out = Vec::with_capacity(xs.len());
+        for x in xs {
+            let (o, ch) = self.obj_h(x, depth.saturating_add(1))?;
+            *h = (*h).max(ch.saturating_add(1));
+            out.push(o);
+        }
+        Ok(out)
+    }
+
+    fn pairs(&mut self, xs: &[(Value, Value)], depth: usize, h: &mut usize, keys: bool) -> Result<Vec<(Obj, Obj)>, String> {
+        let mut out = Vec::with_capacity(xs.len());
+        for (k, v) in xs {
+            let (ko, kh) = self.obj_h(k, depth.saturating_add(1))?;
+            if keys {
+                self.check_key(&ko, "dict key")?;
+            }
+            let (vo, vh) = self.obj_h(v, depth.saturating_add(1))?;
+            *h = (*h).max(kh.max(vh).saturating_add(1));
+            out.push((ko, vo));
+        }
+        Ok(out)
+    }
+
+    /// Refuse what Python could not hash (list, dict, set, bytearray keys; a TypeError in
+    /// torch.load) and keys whose hashing would take unbounded time.
+    fn check_key(&mut self, k: &Obj, what: &str) -> Result<(), String> {
+        match self.cost(k) {
+            None => Err(format!("{what} of an unhashable type ({})", obj_type_name(k))),
+            Some(c) if c > MAX_KEY_NODES => Err(format!("{what} is a tuple of more than {MAX_KEY_NODES} elements counted along every path")),
+            Some(c) => {
+                self.key_work = self.key_work.saturating_add(c);
+                if self.key_work > self.lim.max_nodes as u64 {
+                    return Err(format!("hashing the dict keys and set items would visit more than {} values (limit max_nodes)", self.lim.max_nodes));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn cost(&mut self, k: &Obj) -> Option<u64> {
+        match k {
+            Obj::List(_) | Obj::Dict(_) | Obj::OrderedDict(_) | Obj::Set(_) | Obj::ByteArray(_) => None,
+            Obj::Tuple(t) => {
+                let id = k.node_id().unwrap();
+                if let Some(c) = self.key_cost.get(&id) {
+                    return *c;
+                }
+                let mut total = 1u64;
+                let mut ok = true;
+                for x in t.iter() {
+                    match self.cost(x) {
+                        Some(c) => total = total.saturating_add(c),
+                        None => ok = false,
+                    }
+                }
+                let c = if ok { Some(total) } else { None };
+                self.key_cost.insert(id, c);
+                c
+            }
+            Obj::Size(s) => Some(1u64.saturating_add(s.len() as u64)),
+            _ => Some(1),
+        }
+    }
+
+    fn convert(&mut self, v: &Value, depth: usize) -> Result<(Obj, usize), String> {
+        let mut h = 1usize;
+        let o = match v {
+            Value::None => Obj::None,
+            Value::Bool(b) => Obj::Bool(*b),
+            Value::Int(i) => Obj::Int(*i),
+            Value::BigInt(b) => Obj::BigInt(Arc::new(b.to_vec())),
+            Value::Float(f) => Obj::Float(*f),
+            Value::Complex(a, b) => Obj::Complex(*a, *b),
+            Value::Str(s) => Obj::Str(Arc::from(&**s)),
+            Value::Bytes(b) => Obj::Bytes(Arc::new(b.to_vec())),
+            Value::ByteArray(b) => Obj::ByteArray(Arc::new(b.to_vec())),
+            Value::Tuple(t) => Obj::Tuple(Arc::new(self.seq(t, depth, &mut h)?)),
+            Value::List(l) => Obj::List(Arc::new(self.seq(&l.borrow(), depth, &mut h)?)),
+            Value::Set(s, frozen) => {
+                let items = self.seq(&s.borrow(), depth, &mut h)?;
+                for it in &items {
+                    self.check_key(it, "set item")?;
+                }
+                if *frozen {
+                    Obj::FrozenSet(Arc::new(items))
+                } else {
+                    Obj::Set(Arc::new(items))
+                }
+            }
+            Value::Dict(d) => {
+                let d = d.borrow();
+                let items = self.pairs(&d.items, depth, &mut h, true)?;
+                if d.ordered {
+                    let attrs = self.pairs(&d.attrs, depth, &mut h, false)?;
+                    Obj::OrderedDict(Arc::new(ODict { items, attrs }))
+                } else {
+                    Obj::Dict(Arc::new(items))
+                }
+            }
+            Value::Global(g) => match g {
+                Global::Dtype(d) => Obj::Dtype(*d),
+                other => return Err(format!("a bare global ({other:?}) cannot be returned as data")),
+            },
+            Value::Storage(_) => return Err("a bare storage cannot be returned as data; only tensors".into()),
+            Value::Tensor(t) => Obj::Tensor(Arc::new((**t).clone())),
+            Value::Size(s) => Obj::Size(Arc::new(s.to_vec())),
+            Value::Device(t, i) => Obj::Device(Arc::from(&**t), *i),
+        };
+        Ok((o, h))
+    }
+}
+
+fn obj_type_name(o: &Obj) -> &'static str {
+    match o {
+        Obj::List(_) => "list",
+        Obj::Dict(_) => "dict",
+        Obj::OrderedDict(_) => "OrderedDict",
+        Obj::Set(_) => "set",
+        Obj::ByteArray(_) => "bytearray",
+        Obj::Tuple(_) => "tuple containing an unhashable value",
+        _ => "value",
+    }
 }
 
 impl<'a> Vm<'a> {
@@ -301,16 +576,19 @@ impl<'a> Vm<'a> {
         Err(PickleError { offset: self.op_pos as u64, reason: reason.into(), unsupported: true })
     }
     fn take(&mut self, n: usize) -> PResult<&'a [u8]> {
-        if n > self.data.len() - self.pos {
-            return Err(PickleError {
+        let data: &'a [u8] = self.data;
+        let rest = data.get(self.pos..).unwrap_or(&[]);
+        match rest.get(..n) {
+            Some(s) => {
+                self.pos = self.pos.saturating_add(n); // <= data.len()
+                Ok(s)
+            }
+            None => Err(PickleError {
                 offset: self.pos as u64,
-                reason: format!("pickle truncated: wanted {n} bytes, {} left", self.data.len() - self.pos),
+                reason: format!("pickle truncated: wanted {n} bytes, {} left", rest.len()),
                 unsupported: false,
-            });
+            }),
         }
-        let s = &self.data[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(s)
     }
     fn u8(&mut self) -> PResult<u8> {
         Ok(self.take(1)?[0])
@@ -333,14 +611,32 @@ impl<'a> Vm<'a> {
             reason: "text argument is not UTF-8".into(),
             unsupported: false,
         })?;
-        self.pos += n + 1;
+        self.pos = self.pos.saturating_add(n).saturating_add(1); // the newline is in `rest`
         Ok(s)
     }
     fn sized(&mut self, n: u64) -> PResult<&'a [u8]> {
         if n > self.limits.max_str as u64 {
             return self.err(format!("string of {n} bytes exceeds the limit {}", self.limits.max_str));
         }
-        self.take(n as usize)
+        let b = self.take(n as usize)?;
+        self.count_bytes(b.len())?;
+        Ok(b)
+    }
+    /// Charge `n` materialised payload bytes against `max_bytes`.
+    fn count_bytes(&mut self, n: usize) -> PResult<()> {
+        self.bytes = self.bytes.saturating_add(n);
+        if self.bytes > self.limits.max_bytes {
+            return self.err(format!("pickle materialises more than {} bytes of str/bytes/int data (limit max_bytes)", self.limits.max_bytes));
+        }
+        Ok(())
+    }
+    /// Charge `n` values built or copied against `max_nodes`.
+    fn count_nodes(&mut self, n: usize) -> PResult<()> {
+        self.nodes = self.nodes.saturating_add(n);
+        if self.nodes > self.limits.max_nodes {
+            return self.err(format!("pickle builds more than {} values (limit max_nodes)", self.limits.max_nodes));
+        }
+        Ok(())
     }
     fn utf8(&self, b: &[u8]) -> PResult<Rc<str>> {
         match std::str::from_utf8(b) {
@@ -352,6 +648,7 @@ impl<'a> Vm<'a> {
         if self.stack.len() >= self.limits.max_stack {
             return self.err(format!("stack deeper than {}", self.limits.max_stack));
         }
+        self.count_nodes(1)?;
         self.stack.push(v);
         Ok(())
     }
@@ -422,7 +719,7 @@ impl<'a> Vm<'a> {
                     return Ok(v);
                 }
                 b'(' => {
-                    if self.marks.len() >= self.limits.max_depth * 16 {
+                    if self.marks.len() >= self.limits.max_depth.saturating_mul(16) {
                         return self.err("too many nested MARKs");
                     }
                     self.marks.push(self.stack.len());
@@ -477,7 +774,7 @@ impl<'a> Vm<'a> {
                     let v = if n == 0 {
                         Value::Int(0)
                     } else if n <= 8 {
-                        let neg = b[n as usize - 1] & 0x80 != 0;
+                        let neg = b.last().is_some_and(|&x| x & 0x80 != 0);
                         let mut buf = if neg { [0xFFu8; 8] } else { [0u8; 8] };
                         buf[..n as usize].copy_from_slice(b);
                         Value::Int(i64::from_le_bytes(buf))
@@ -534,7 +831,11 @@ impl<'a> Vm<'a> {
                     self.push(Value::Tuple(Rc::new(items)))?
                 }
                 0x85 | 0x86 | 0x87 => {
-                    let n = (op - 0x84) as usize;
+                    let n = match op {
+                        0x85 => 1,
+                        0x86 => 2,
+                        _ => 3,
+                    };
                     let mut items = Vec::with_capacity(n);
                     for _ in 0..n {
                         items.push(self.pop()?);
@@ -561,14 +862,17 @@ impl<'a> Vm<'a> {
                         other => return self.err(format!("APPENDS to a {}", other.type_name())),
                     }
                 }
-                b'}' => self.push(Value::Dict(Rc::new(RefCell::new(DictV { ordered: false, items: Vec::new(), attrs: Vec::new() }))))?,
+                b'}' => self.push(Value::Dict(Rc::new(RefCell::new(DictV::new(false)))))?,
                 b'd' => {
                     let items = self.pop_mark()?;
                     if items.len() % 2 != 0 {
                         return self.err("DICT with an odd number of items");
                     }
-                    let pairs = pairs(items);
-                    self.push(Value::Dict(Rc::new(RefCell::new(DictV { ordered: false, items: pairs, attrs: Vec::new() }))))?
+                    let mut d = DictV::new(false);
+                    for (k, v) in pairs(items) {
+                        d.insert(k, v);
+                    }
+                    self.push(Value::Dict(Rc::new(RefCell::new(d))))?
                 }
                 b's' => {
                     let v = self.pop()?;
@@ -602,30 +906,30 @@ impl<'a> Vm<'a> {
                 0x93 => {
                     let name = self.pop()?;
                     let module = self.pop()?;
-                    match (module, name) {
-                        (Value::Str(m), Value::Str(n)) => self.global(&m, &n)?,
+                    match (&module, &name) {
+                        (Value::Str(m), Value::Str(n)) => self.global(m, n)?,
                         _ => return self.err("STACK_GLOBAL needs two strings"),
                     }
                 }
                 b'R' => {
                     let args = self.pop()?;
                     let func = self.pop()?;
-                    let Value::Tuple(args) = args else {
+                    let Value::Tuple(args) = &args else {
                         return self.err(format!("REDUCE arguments must be a tuple, got {}", args.type_name()));
                     };
-                    let Value::Global(g) = func else {
+                    let Value::Global(g) = &func else {
                         return self.err(format!("REDUCE on a {}, which is not an allowed callable", func.type_name()));
                     };
-                    let v = self.reduce(g, &args)?;
+                    let v = self.reduce(*g, args)?;
                     self.push(v)?
                 }
                 0x81 => {
                     let args = self.pop()?;
                     let cls = self.pop()?;
-                    let Value::Tuple(args) = args else { return self.err("NEWOBJ arguments must be a tuple") };
-                    match cls {
+                    let Value::Tuple(args) = &args else { return self.err("NEWOBJ arguments must be a tuple") };
+                    match &cls {
                         Value::Global(g @ (Global::OrderedDict | Global::Set | Global::TorchSize)) => {
-                            let v = self.reduce(g, &args)?;
+                            let v = self.reduce(*g, args)?;
                             self.push(v)?
                         }
                         other => return self.refuse(format!("NEWOBJ of a {} is not allowed", other.type_name())),
@@ -636,12 +940,28 @@ impl<'a> Vm<'a> {
                     match (self.top()?, &state) {
                         (_, Value::None) => {}
                         (Value::Dict(d), Value::Dict(s)) if d.borrow().ordered => {
-                            // OrderedDict.__reduce__ state: instance attributes (a state_dict's _metadata).
-                            let extra = s.borrow().items.clone();
-                            if !extra.iter().all(|(k, _)| matches!(k, Value::Str(_))) {
-                                return self.err("BUILD state of an OrderedDict must have string keys");
+                            // OrderedDict.__reduce__ state: instance attributes. torch sets exactly
+                            // one, a state_dict's `_metadata` (torch.nn.Module.state_dict); any
+                            // other attribute (`__class__`, `__dict__`, ...) is refused.
+                            if s.borrow().items.len() > 16 {
+                                return self.err("BUILD state of an OrderedDict has more than 16 attributes");
                             }
-                            d.borrow_mut().attrs.extend(extra);
+                            let extra = s.borrow().items.clone();
+                            for (k, _) in &extra {
+                                match k {
+                                    Value::Str(name) if &**name == "_metadata" => {}
+                                    Value::Str(name) => {
+                                        return self.refuse(format!("BUILD sets attribute {name:?} on an OrderedDict; only '_metadata' (what torch writes) is allowed"))
+                                    }
+                                    other => return self.err(format!("BUILD state of an OrderedDict must have string keys, got a {}", other.type_name())),
+                                }
+                            }
+                            let mut d = d.borrow_mut();
+                            for (k, v) in extra {
+                                // Replace an earlier `_metadata` (setattr semantics).
+                                d.attrs.retain(|(ek, _)| !matches!((ek, &k), (Value::Str(a), Value::Str(b)) if a == b));
+                                d.attrs.push((k, v));
+                            }
                         }
                         // Tensor/parameter python attributes (e.g. from _rebuild_from_type_v2): dropped,
                         // as torch drops them for plain tensors.
@@ -704,12 +1024,8 @@ impl<'a> Vm<'a> {
             Value::Dict(d) => {
                 let mut d = d.borrow_mut();
                 for (k, v) in items {
-                    // Replace an existing key (simple keys only) like Python's dict would.
-                    if let Some(slot) = d.items.iter_mut().find(|(ek, _)| simple_eq(ek, &k)) {
-                        slot.1 = v;
-                    } else {
-                        d.items.push((k, v));
-                    }
+                    // Replace an existing key like Python's dict would (hash index: linear time).
+                    d.insert(k, v);
                 }
                 Ok(())
             }
@@ -738,13 +1054,13 @@ impl<'a> Vm<'a> {
         }
     }
 
-    fn reduce(&self, g: Global, args: &[Value]) -> PResult<Value> {
+    fn reduce(&mut self, g: Global, args: &[Value]) -> PResult<Value> {
         match g {
             Global::RebuildTensorV2 | Global::RebuildTensorV3 => {
                 // (storage, offset, size, stride, requires_grad, backward_hooks[, dtype (v3)][, metadata])
                 let min = if g == Global::RebuildTensorV3 { 7 } else { 6 };
-                if args.len() < min || args.len() > min + 1 {
-                    return self.err(format!("{g:?} takes {min} or {} arguments, got {}", min + 1, args.len()));
+                if args.len() < min || args.len() > min.saturating_add(1) {
+                    return self.err(format!("{g:?} takes {min} or {} arguments, got {}", min.saturating_add(1), args.len()));
                 }
                 let Value::Storage(st) = &args[0] else {
                     return self.err(format!("{g:?}: first argument must be a storage, got {}", args[0].type_name()));
@@ -766,7 +1082,7 @@ impl<'a> Vm<'a> {
                 };
                 let storage_numel = if g == Global::RebuildTensorV3 && st.dtype != dtype {
                     // Untyped storage: numel counts bytes.
-                    st.numel / dtype.itemsize() as u64
+                    st.numel.checked_div(dtype.itemsize() as u64).unwrap_or(0)
                 } else {
                     st.numel
                 };
@@ -801,10 +1117,10 @@ impl<'a> Vm<'a> {
                     return self.refuse(format!("_rebuild_from_type_v2 with {f:?} is not allowed"));
                 }
                 let v = self.reduce(*f, fargs)?;
-                match (&args[1], v) {
-                    (Value::Global(Global::TensorType), v) => Ok(v),
+                match (&args[1], &v) {
+                    (Value::Global(Global::TensorType), _) => Ok(v),
                     (Value::Global(Global::ParameterType), Value::Tensor(t)) => {
-                        let mut t = (*t).clone();
+                        let mut t = (**t).clone();
                         t.parameter = true;
                         Ok(Value::Tensor(Rc::new(t)))
                     }
@@ -812,24 +1128,26 @@ impl<'a> Vm<'a> {
                 }
             }
             Global::OrderedDict => {
-                let items = match args {
-                    [] => Vec::new(),
+                let mut d = DictV::new(true);
+                match args {
+                    [] => {}
                     [Value::List(l)] => {
-                        let mut out = Vec::new();
-                        for kv in l.borrow().iter() {
+                        let l = l.borrow();
+                        self.count_nodes(l.len().saturating_mul(2))?;
+                        for kv in l.iter() {
                             match kv {
-                                Value::Tuple(t) if t.len() == 2 => out.push((t[0].clone(), t[1].clone())),
+                                Value::Tuple(t) if t.len() == 2 => d.insert(t[0].clone(), t[1].clone()),
                                 _ => return self.err("OrderedDict items must be (key, value) pairs"),
                             }
                         }
-                        out
                     }
                     _ => return self.err("OrderedDict takes no argument or a list of pairs"),
                 };
-                Ok(Value::Dict(Rc::new(RefCell::new(DictV { ordered: true, items, attrs: Vec::new() }))))
+                Ok(Value::Dict(Rc::new(RefCell::new(d))))
             }
             Global::CodecsEncode => match args {
                 [Value::Str(s), Value::Str(enc)] if &**enc == "latin1" || &**enc == "latin-1" => {
+                    self.count_bytes(s.len())?;
                     let mut out = Vec::with_capacity(s.len());
                     for c in s.chars() {
                         if (c as u32) > 255 {
@@ -862,7 +1180,10 @@ impl<'a> Vm<'a> {
             },
             Global::Set => match args {
                 [] => Ok(Value::Set(Rc::new(RefCell::new(Vec::new())), false)),
-                [Value::List(l)] => Ok(Value::Set(Rc::new(RefCell::new(l.borrow().clone())), false)),
+                [Value::List(l)] => {
+                    self.count_nodes(l.borrow().len())?;
+                    Ok(Value::Set(Rc::new(RefCell::new(l.borrow().clone())), false))
+                }
                 _ => self.err("set takes one list"),
             },
             Global::ByteArray => match args {
@@ -924,17 +1245,8 @@ fn as_f64(v: &Value) -> Option<f64> {
     }
 }
 
-fn simple_eq(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Str(x), Value::Str(y)) => x == y,
-        (Value::Int(x), Value::Int(y)) => x == y,
-        (Value::Bool(x), Value::Bool(y)) => x == y,
-        (Value::None, Value::None) => true,
-        _ => false,
-    }
-}
-
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)]
 pub(crate) mod tests {
     use super::*;
 
@@ -1021,16 +1333,16 @@ pub(crate) mod tests {
         let o = load(p, Limits::default()).unwrap();
         assert_eq!(
             o,
-            Obj::Tuple(vec![
+            Obj::Tuple(Arc::new(vec![
                 Obj::None,
                 Obj::Bool(true),
                 Obj::Int(-1),
                 Obj::Float(1.5),
                 Obj::Str("é".into()),
-                Obj::Bytes(b"ab".to_vec()),
-                Obj::List(vec![Obj::Int(1), Obj::Int(2)]),
-                Obj::BigInt(vec![0, 0, 0, 0, 0, 0, 0, 0, 0x40]),
-            ])
+                Obj::Bytes(Arc::new(b"ab".to_vec())),
+                Obj::List(Arc::new(vec![Obj::Int(1), Obj::Int(2)])),
+                Obj::BigInt(Arc::new(vec![0, 0, 0, 0, 0, 0, 0, 0, 0x40])),
+            ]))
         );
     }
 
@@ -1039,7 +1351,144 @@ pub(crate) mod tests {
         // l = []; l.append(l)
         let p = b"\x80\x02]q\x00h\x00a.";
         let e = load(p, Limits::default()).unwrap_err();
-        assert!(e.reason.contains("nesting"), "{}", e.reason);
+        assert!(e.reason.contains("contains itself"), "{}", e.reason);
+    }
+
+    fn deep_tuples(n: usize) -> Vec<u8> {
+        // N, then TUPLE1 n times: ((((None,),),),...) built without recursion, then POP, None.
+        let mut p = vec![0x80, 2, b'N'];
+        p.extend(std::iter::repeat(0x85u8).take(n));
+        p.extend_from_slice(b"0N.");
+        p
+    }
+
+    #[test]
+    fn deep_nesting_is_dropped_without_recursion() {
+        // fuzz-pt-2 A1: 2*10^5 levels overflowed the stack in the derived Drop. Run on a thread
+        // with a small stack to show the drop does not recurse.
+        let p = deep_tuples(1_000_000);
+        let r = std::thread::Builder::new().stack_size(256 << 10).spawn(move || load(&p, Limits::default())).unwrap().join().unwrap();
+        assert_eq!(r.unwrap(), Obj::None);
+        // Returned (not popped), the nesting is refused by the depth limit, naming it.
+        let mut p = vec![0x80, 2, b'N'];
+        p.extend(std::iter::repeat(0x85u8).take(300_000));
+        p.push(b'.');
+        let e = std::thread::Builder::new().stack_size(1 << 20).spawn(move || load(&p, Limits::default())).unwrap().join().unwrap().unwrap_err();
+        assert!(e.reason.contains("max_depth"), "{}", e.reason);
+        // Lists and dicts too (APPEND / SETITEM chains).
+        let mut p = vec![0x80, 2];
+        p.extend(std::iter::repeat(b']').take(300_000));
+        p.extend(std::iter::repeat(b'a').take(299_999));
+        p.push(b'.');
+        let e = std::thread::Builder::new().stack_size(1 << 20).spawn(move || load(&p, Limits::default())).unwrap().join().unwrap().unwrap_err();
+        assert!(e.reason.contains("max_depth"), "{}", e.reason);
+    }
+
+    #[test]
+    fn the_deepest_allowed_nesting_fits_a_small_stack() {
+        // 1000 nested lists (the most set_limits allows) convert on an 8 MiB stack, unoptimised.
+        let n = crate::limits::MAX_MAX_DEPTH as usize;
+        let mut p = vec![0x80, 2];
+        p.extend(std::iter::repeat(b']').take(n));
+        p.extend(std::iter::repeat(b'a').take(n - 1));
+        p.push(b'.');
+        let lim = Limits { max_depth: n, ..Limits::default() };
+        let r = std::thread::Builder::new().stack_size(8 << 20).spawn(move || load(&p, lim).map(|o| matches!(o, Obj::List(_)))).unwrap().join().unwrap();
+        assert_eq!(r, Ok(true));
+    }
+
+    #[test]
+    fn shared_references_are_one_node_and_count_once() {
+        // fuzz-pt-2 A2: 1 MiB of bytes referenced 20000 times (a 1 MB file) was deep-copied per
+        // reference (> 20 GiB). Now it is one node, shared, and the byte budget counts it once.
+        let mut p = vec![0x80, 3, b'B'];
+        p.extend_from_slice(&(1u32 << 20).to_le_bytes());
+        p.extend(std::iter::repeat(b'a').take(1 << 20));
+        p.extend_from_slice(&[b'q', 0, b'(']);
+        for _ in 0..20_000 {
+            p.extend_from_slice(&[b'h', 0]);
+        }
+        p.extend_from_slice(b"l.");
+        let t = std::time::Instant::now();
+        let o = load(&p, Limits::default()).unwrap();
+        assert!(t.elapsed().as_secs_f64() < 2.0);
+        let Obj::List(xs) = &o else { panic!() };
+        assert_eq!(xs.len(), 20_000);
+        assert!(xs.iter().all(|x| x.node_id() == xs[0].node_id()));
+        // The byte budget names its limit.
+        let e = load(&p, Limits { max_bytes: 1000, ..Limits::default() }).unwrap_err();
+        assert!(e.reason.contains("max_bytes"), "{}", e.reason);
+        // The node budget counts every push (references included).
+        let e = load(&p, Limits { max_nodes: 10_000, ..Limits::default() }).unwrap_err();
+        assert!(e.reason.contains("max_nodes"), "{}", e.reason);
+    }
+
+    #[test]
+    fn billion_laughs_dag_is_linear() {
+        // l0 = [None]*10; l1 = [l0]*10; ... l8: 10^9 leaves in ~300 bytes, 90 values.
+        let mut p = vec![0x80, 2, b'N', b'q', 0];
+        for level in 0..9u8 {
+            p.push(b'(');
+            for _ in 0..10 {
+                p.extend_from_slice(&[b'h', level]);
+            }
+            p.extend_from_slice(&[b'l', b'q', level + 1]);
+        }
+        p.push(b'.');
+        let t = std::time::Instant::now();
+        let o = load(&p, Limits::default()).unwrap();
+        assert!(t.elapsed().as_secs_f64() < 1.0);
+        let Obj::List(xs) = &o else { panic!() };
+        assert_eq!(xs.len(), 10);
+    }
+
+    #[test]
+    fn setitem_is_linear_and_keeps_dict_semantics() {
+        // fuzz-pt-2 C1: 10^5 distinct int keys took 10 s (a linear scan per SETITEM).
+        let n = 200_000u32;
+        let mut p = vec![0x80, 2, b'}'];
+        for i in 0..n {
+            p.push(b'J');
+            p.extend_from_slice(&i.to_le_bytes());
+            p.extend_from_slice(b"Ns");
+        }
+        // d[1] = True replaces the value of key 1, d[True] = False too (True == 1 in Python).
+        p.extend_from_slice(&[b'K', 1, 0x88, b's', 0x88, 0x89, b's', b'.']);
+        let t = std::time::Instant::now();
+        let o = load(&p, Limits::default()).unwrap();
+        eprintln!("200k SETITEM: {:?}", t.elapsed());
+        assert!(t.elapsed().as_secs_f64() < 5.0);
+        let Obj::Dict(items) = &o else { panic!() };
+        assert_eq!(items.len(), n as usize);
+        assert_eq!(items[1], (Obj::Int(1), Obj::Bool(false)));
+    }
+
+    #[test]
+    fn unhashable_keys_and_foreign_attributes_are_refused() {
+        // {[]: 1}: a TypeError in Python.
+        let e = load(b"\x80\x02}]K\x01s.", Limits::default()).unwrap_err();
+        assert!(e.reason.contains("unhashable"), "{}", e.reason);
+        // OrderedDict + BUILD {'__class__': 1}
+        let p = b"\x80\x02ccollections\nOrderedDict\n)R}X\x09\x00\x00\x00__class__K\x01sb.";
+        let e = load(p, Limits::default()).unwrap_err();
+        assert!(e.unsupported && e.reason.contains("__class__"), "{}", e.reason);
+        let p = b"\x80\x02ccollections\nOrderedDict\n)R}X\x09\x00\x00\x00_metadataK\x01sb.";
+        let Obj::OrderedDict(d) = load(p, Limits::default()).unwrap() else { panic!() };
+        assert_eq!(d.attrs.len(), 1);
+    }
+
+    #[test]
+    fn shared_node_reused_deeper_respects_the_depth_limit() {
+        // x = 150-deep tuple nesting (memo 0); y = (((x,),)...) 100 more levels: 250 > 200.
+        let mut p = vec![0x80, 2, b'N'];
+        p.extend(std::iter::repeat(0x85u8).take(150));
+        p.extend_from_slice(&[b'q', 0]);
+        p.push(b'0');
+        p.extend_from_slice(&[b'(', b'h', 0]);
+        p.extend(std::iter::repeat(0x85u8).take(100));
+        p.extend_from_slice(&[b'h', 0, b't', b'.']);
+        let e = load(&p, Limits::default()).unwrap_err();
+        assert!(e.reason.contains("max_depth"), "{}", e.reason);
     }
 
     #[test]

@@ -10,6 +10,9 @@
 //!    is dropped (each sample at most once). Otherwise the order is padded by wrap-around to
 //!    `ceil(N / W) * W` samples (each sample at least once, a few twice) and every rank's last
 //!    batch has the same, possibly smaller, size.
+// Shard sizes come from files: arithmetic on them is checked or saturating (saturation is
+// unreachable below the bounds ShardSet::open enforces; it never wraps).
+#![deny(clippy::arithmetic_side_effects)]
 
 /// SplitMix64 finaliser: a good 64-bit mixer.
 pub fn splitmix64(mut z: u64) -> u64 {
@@ -42,9 +45,9 @@ impl Rng {
     /// Uniform in [0, n) (n > 0), unbiased (Lemire's method with rejection).
     pub fn below(&mut self, n: u64) -> u64 {
         assert!(n > 0);
-        let threshold = n.wrapping_neg() % n;
+        let threshold = n.wrapping_neg().checked_rem(n).unwrap_or(0);
         loop {
-            let m = (self.next_u64() as u128) * (n as u128);
+            let m = u128::from(self.next_u64()).saturating_mul(u128::from(n)); // < 2^128: exact
             if (m as u64) >= threshold {
                 return (m >> 64) as u64;
             }
@@ -52,7 +55,7 @@ impl Rng {
     }
     pub fn shuffle<T>(&mut self, v: &mut [T]) {
         for i in (1..v.len()).rev() {
-            let j = self.below(i as u64 + 1) as usize;
+            let j = self.below((i as u64).saturating_add(1)) as usize;
             v.swap(i, j);
         }
     }
@@ -93,7 +96,7 @@ pub fn epoch_order(sizes: &[u64], cfg: &PlanConfig, epoch: u64) -> Vec<u64> {
     let mut acc = 0u64;
     for s in sizes {
         offsets.push(acc);
-        acc += s;
+        acc = acc.saturating_add(*s);
     }
     if !cfg.shuffle {
         return (0..total).collect();
@@ -106,7 +109,7 @@ pub fn epoch_order(sizes: &[u64], cfg: &PlanConfig, epoch: u64) -> Vec<u64> {
     for chunk in groups.chunks(block) {
         let start = order.len();
         for &g in chunk {
-            order.extend(offsets[g]..offsets[g] + sizes[g]);
+            order.extend(offsets[g]..offsets[g].saturating_add(sizes[g]));
         }
         rng.shuffle(&mut order[start..]);
     }
@@ -125,7 +128,7 @@ impl RankPlan {
         self.batch_starts.len().saturating_sub(1)
     }
     pub fn batch(&self, k: usize) -> &[u64] {
-        &self.samples[self.batch_starts[k]..self.batch_starts[k + 1]]
+        &self.samples[self.batch_starts[k]..self.batch_starts[k.saturating_add(1)]]
     }
 }
 
@@ -136,7 +139,7 @@ pub fn num_batches(n: u64, cfg: &PlanConfig) -> usize {
         return 0;
     }
     if cfg.drop_last {
-        (n / (w * b)) as usize
+        n.checked_div(w.saturating_mul(b)).unwrap_or(0) as usize
     } else {
         let per_rank = n.div_ceil(w);
         per_rank.div_ceil(b) as usize
@@ -152,23 +155,24 @@ pub fn rank_plan(order: &[u64], cfg: &PlanConfig) -> RankPlan {
     if nb == 0 {
         return RankPlan { samples, batch_starts };
     }
-    let at = |i: u64| order[(i % n) as usize];
+    let at = |i: u64| order[i.checked_rem(n).unwrap_or(0) as usize];
     if cfg.drop_last {
         for k in 0..nb {
-            let s = (k * w + r) * b;
-            samples.extend((s..s + b).map(at));
+            let s = k.saturating_mul(w).saturating_add(r).saturating_mul(b);
+            samples.extend((s..s.saturating_add(b)).map(at));
             batch_starts.push(samples.len());
         }
     } else {
         let per_rank = n.div_ceil(w);
-        let last = per_rank - (nb - 1) * b;
-        for k in 0..nb - 1 {
-            let s = (k * w + r) * b;
-            samples.extend((s..s + b).map(at));
+        let full = nb.saturating_sub(1); // nb >= 1 here
+        let last = per_rank.saturating_sub(full.saturating_mul(b));
+        for k in 0..full {
+            let s = k.saturating_mul(w).saturating_add(r).saturating_mul(b);
+            samples.extend((s..s.saturating_add(b)).map(at));
             batch_starts.push(samples.len());
         }
-        let s = (nb - 1) * w * b + r * last;
-        samples.extend((s..s + last).map(at));
+        let s = full.saturating_mul(w).saturating_mul(b).saturating_add(r.saturating_mul(last));
+        samples.extend((s..s.saturating_add(last)).map(at));
         batch_starts.push(samples.len());
     }
     RankPlan { samples, batch_starts }
@@ -187,6 +191,7 @@ pub fn fingerprint(sizes: &[u64], cfg: &PlanConfig) -> u64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
     use std::collections::HashMap;

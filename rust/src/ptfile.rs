@@ -4,11 +4,15 @@
 //! 64-byte aligned), `<prefix>/byteorder` (`little`), `<prefix>/version`, ... where the prefix is
 //! the stem of the file name (or `archive` for file-like objects). Every tensor is validated
 //! against its storage entry here, so the glue can build views without further checks.
+//! Sizes and offsets from the file use checked arithmetic (the lint below).
+#![deny(clippy::arithmetic_side_effects)]
 use crate::dtype::DType;
 use crate::error::{Error, ErrorKind, Location, Result};
-use crate::pickle::{self, Limits, Obj, TensorSpec};
+use crate::limits;
+use crate::pickle::{self, Obj, TensorSpec};
 use crate::zipdir;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -51,8 +55,14 @@ impl PtFile {
 }
 
 /// True if `bytes` start like a legacy (pre-1.6 / `_use_new_zipfile_serialization=False`) file.
+/// Protocol 4+ (`pickle_protocol=4`) puts a FRAME (0x95 + u64 length) before the LONG1.
 pub fn is_legacy(bytes: &[u8]) -> bool {
-    bytes.len() > 13 && bytes[0] == 0x80 && bytes[2] == 0x8a && bytes[3] == 10 && bytes[4..14] == LEGACY_MAGIC
+    let rest = match bytes {
+        [0x80, _, 0x95, _, _, _, _, _, _, _, _, rest @ ..] => rest,
+        [0x80, _, rest @ ..] => rest,
+        _ => return false,
+    };
+    matches!(rest, [0x8a, 10, magic @ ..] if magic.get(..10) == Some(&LEGACY_MAGIC[..]))
 }
 
 pub fn parse(path: &Path, bytes: &[u8]) -> Result<PtIndex> {
@@ -67,7 +77,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<PtIndex> {
         .iter()
         .find(|e| e.name.ends_with("/data.pkl") && e.name.matches('/').count() == 1)
         .ok_or_else(|| Error::new(ErrorKind::Corrupt, path, Location::None, "archive has no '<prefix>/data.pkl' entry"))?;
-    let prefix = pkl.name[..pkl.name.len() - "/data.pkl".len()].to_string();
+    let prefix = pkl.name.strip_suffix("/data.pkl").unwrap_or_default().to_string();
     let by_name: HashMap<&str, &zipdir::Entry> = entries.iter().map(|e| (e.name.as_str(), e)).collect();
     if let Some(bo) = by_name.get(format!("{prefix}/byteorder").as_str()) {
         let r = bo.stored_range(path)?;
@@ -82,7 +92,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<PtIndex> {
     }
     let pr = pkl.stored_range(path)?;
     let pkl_start = pr.start as u64;
-    let root = pickle::load(&bytes[pr], Limits::default()).map_err(|e| {
+    let root = pickle::load(&bytes[pr], limits::pickle_limits()).map_err(|e| {
         let kind = if e.unsupported { ErrorKind::Unsupported } else { ErrorKind::Corrupt };
         Error::new(kind, path, Location::Offset { entry: Some(pkl.name.clone()), offset: e.offset }, e.reason)
             .in_entry(&pkl.name, pkl_start)
@@ -95,18 +105,16 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<PtIndex> {
         }
     }
     let index = PtIndex { prefix, root, storages };
-    let mut err = None;
-    visit_tensors(&index.root, &mut String::new(), &mut |key, t| {
-        if err.is_none() {
-            if let Err(e) = check_tensor(path, &index, key, t) {
-                err = Some(e);
-            }
-        }
-    });
-    if let Some(e) = err {
-        return Err(e);
-    }
+    check_all(path, &index)?;
     Ok(index)
+}
+
+/// Validate every distinct tensor node against its storage (shared nodes once).
+fn check_all(path: &Path, index: &PtIndex) -> Result<()> {
+    for (key, t) in distinct_tensors(&index.root) {
+        check_tensor(path, index, &key, &t)?;
+    }
+    Ok(())
 }
 
 /// The legacy format (`_use_new_zipfile_serialization=False`): pickles in sequence (magic,
@@ -115,11 +123,11 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<PtIndex> {
 fn parse_legacy(path: &Path, bytes: &[u8]) -> Result<PtIndex> {
     let mut pos = 0usize;
     let next = |what: &str, pos: &mut usize| -> Result<Obj> {
-        let (o, used) = pickle::load_prefix(&bytes[*pos..], Limits::default()).map_err(|e| {
+        let (o, used) = pickle::load_prefix(&bytes[*pos..], limits::pickle_limits()).map_err(|e| {
             let kind = if e.unsupported { ErrorKind::Unsupported } else { ErrorKind::Corrupt };
-            Error::new(kind, path, Location::Offset { entry: None, offset: *pos as u64 + e.offset }, format!("legacy {what} pickle: {}", e.reason))
+            Error::new(kind, path, Location::Offset { entry: None, offset: (*pos as u64).saturating_add(e.offset) }, format!("legacy {what} pickle: {}", e.reason))
         })?;
-        *pos += used;
+        *pos = pos.saturating_add(used); // used <= bytes.len() - *pos
         Ok(o)
     };
     next("magic", &mut pos)?;
@@ -138,36 +146,31 @@ fn parse_legacy(path: &Path, bytes: &[u8]) -> Result<PtIndex> {
         other => return Err(Error::corrupt_at(path, pos as u64, format!("legacy storage key list is a {other:?}"))),
     };
     let mut elsize = HashMap::new();
-    visit_tensors(&root, &mut String::new(), &mut |_, t| {
+    for (_, t) in distinct_tensors(&root) {
         elsize.entry(t.storage.clone()).or_insert(t.dtype.itemsize());
-    });
+    }
     let mut storages = HashMap::new();
-    for k in keys {
+    for k in keys.iter() {
         let Obj::Str(key) = k else { return Err(Error::corrupt_at(path, pos as u64, "legacy storage key is not a string")) };
-        if pos + 8 > bytes.len() {
+        let key = key.to_string();
+        let Some(head) = bytes.get(pos..).and_then(|r| r.get(..8)) else {
             return Err(Error::corrupt_at(path, pos as u64, format!("storage '{key}' header runs past the end of the file (truncated?)")));
-        }
-        let numel = u64::from_le_bytes(bytes[pos..pos + 8].try_into().unwrap());
+        };
+        let numel = u64::from_le_bytes(head.try_into().unwrap());
+        let start = pos.saturating_add(8); // <= bytes.len(): the 8 bytes exist
         let es = *elsize.get(&key).unwrap_or(&1) as u64;
-        let n = numel.checked_mul(es).filter(|n| *n <= (bytes.len() - pos - 8) as u64).ok_or_else(|| {
+        let left = bytes.len().saturating_sub(start) as u64;
+        let n = numel.checked_mul(es).filter(|n| *n <= left).ok_or_else(|| {
             Error::corrupt_at(path, pos as u64, format!("storage '{key}' claims {numel} elements of {es} bytes, past the end of the file (truncated?)"))
         })? as usize;
-        storages.insert(key, pos + 8..pos + 8 + n);
-        pos += 8 + n;
+        // n <= left, so start + n <= bytes.len(): no overflow.
+        let end = start.saturating_add(n);
+        storages.insert(key, start..end);
+        pos = end;
     }
     let index = PtIndex { prefix: String::new(), root, storages };
-    let mut err = None;
-    visit_tensors(&index.root, &mut String::new(), &mut |key, t| {
-        if err.is_none() {
-            if let Err(e) = check_tensor(path, &index, key, t) {
-                err = Some(e);
-            }
-        }
-    });
-    match err {
-        Some(e) => Err(e),
-        None => Ok(index),
-    }
+    check_all(path, &index)?;
+    Ok(index)
 }
 
 fn check_tensor(path: &Path, index: &PtIndex, key: &str, t: &TensorSpec) -> Result<()> {
@@ -189,6 +192,23 @@ fn check_tensor(path: &Path, index: &PtIndex, key: &str, t: &TensorSpec) -> Resu
             format!("storage '{}' holds {} bytes but {} elements of {} were declared", t.storage, range.len(), t.storage_numel, t.dtype.torch_name()),
         ));
     }
+    let bad = |reason: String| Err(Error::new(ErrorKind::Corrupt, path, Location::Key(key.to_string()), reason));
+    let itemsize = t.dtype.itemsize() as u64;
+    if (range.len() as u64).checked_rem(itemsize) != Some(0) {
+        return bad(format!("storage '{}' holds {} bytes, not a whole number of {} elements ({itemsize} bytes each)", t.storage, range.len(), t.dtype.torch_name()));
+    }
+    if t.requires_grad && !t.dtype.can_require_grad() {
+        return bad(format!("a {} tensor cannot require gradients (only floating point and complex tensors can)", t.dtype.torch_name()));
+    }
+    // torch's numel: the running product of the sizes must not overflow (it is sticky, even if a
+    // later size is 0) and must fit in int64; the view's last byte must fit in u64 too.
+    let mut prod = Some(1u64);
+    for &s in &t.size {
+        prod = prod.and_then(|p| p.checked_mul(s));
+    }
+    if prod.map_or(true, |p| p > i64::MAX as u64) {
+        return bad(format!("size {:?} has more elements than an int64 can count", t.size));
+    }
     let end = t.end_element();
     if end.map_or(true, |e| e > t.storage_numel) {
         return Err(Error::new(
@@ -204,36 +224,117 @@ fn check_tensor(path: &Path, index: &PtIndex, key: &str, t: &TensorSpec) -> Resu
     Ok(())
 }
 
-/// Depth-first walk over every tensor with its dotted key path (`a.b.0`).
-pub fn visit_tensors<'a>(obj: &'a Obj, path: &mut String, f: &mut dyn FnMut(&str, &'a TensorSpec)) {
-    let child = |path: &mut String, name: &str, o: &'a Obj, f: &mut dyn FnMut(&str, &'a TensorSpec)| {
-        let n = path.len();
-        if !path.is_empty() {
-            path.push('.');
+/// Depth-first walk over every tensor with its dotted key path (`a.b.0`). `f` returns false to
+/// stop. The object is a DAG (shared references): subtrees without a tensor are skipped in O(1)
+/// after their first visit, and at most `max_visits` nodes are entered (a reference-amplified
+/// file would otherwise be walked exponentially): `Err(limit)` when that budget runs out.
+pub fn visit_tensors<'a>(obj: &'a Obj, max_visits: usize, f: &mut dyn FnMut(&str, &'a TensorSpec) -> bool) -> std::result::Result<(), String> {
+    let mut w = Walker { has_tensor: HashMap::new(), visits: 0, max_visits, stop: false };
+    w.walk(obj, &mut String::new(), f)
+}
+
+struct Walker {
+    has_tensor: HashMap<(u8, usize), bool>,
+    visits: usize,
+    max_visits: usize,
+    stop: bool,
+}
+
+impl Walker {
+    fn holds_tensor(&mut self, o: &Obj) -> bool {
+        let Some(id) = o.node_id() else { return false };
+        if let Some(h) = self.has_tensor.get(&id) {
+            return *h;
         }
-        path.push_str(name);
-        visit_tensors(o, path, f);
-        path.truncate(n);
-    };
-    match obj {
-        Obj::Tensor(t) => f(path, t),
-        Obj::Dict(items) | Obj::OrderedDict(items, _) => {
-            for (k, v) in items {
-                child(path, &key_name(k), v, f);
-            }
-        }
-        Obj::List(xs) | Obj::Tuple(xs) => {
-            for (i, v) in xs.iter().enumerate() {
-                child(path, &i.to_string(), v, f);
-            }
-        }
-        _ => {}
+        let h = match o {
+            Obj::Tensor(_) => true,
+            Obj::Dict(items) => items.iter().any(|(_, v)| self.holds_tensor(v)),
+            Obj::OrderedDict(d) => d.items.iter().any(|(_, v)| self.holds_tensor(v)),
+            Obj::List(xs) | Obj::Tuple(xs) => xs.iter().any(|v| self.holds_tensor(v)),
+            _ => false,
+        };
+        self.has_tensor.insert(id, h);
+        h
     }
+
+    fn walk<'a>(&mut self, obj: &'a Obj, path: &mut String, f: &mut dyn FnMut(&str, &'a TensorSpec) -> bool) -> std::result::Result<(), String> {
+        if self.stop || !self.holds_tensor(obj) {
+            return Ok(());
+        }
+        self.visits = self.visits.saturating_add(1);
+        if self.visits > self.max_visits {
+            return Err(format!("listing the tensors would visit more than {} key paths (limit max_nodes)", self.max_visits));
+        }
+        let mut child = |w: &mut Walker, path: &mut String, name: &str, o: &'a Obj| {
+            let n = path.len();
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(name);
+            let r = w.walk(o, path, f);
+            path.truncate(n);
+            r
+        };
+        match obj {
+            Obj::Tensor(t) => {
+                if !f(path, t) {
+                    self.stop = true;
+                }
+            }
+            Obj::Dict(items) => {
+                for (k, v) in items.iter() {
+                    child(self, path, &key_name(k), v)?;
+                }
+            }
+            Obj::OrderedDict(d) => {
+                for (k, v) in d.items.iter() {
+                    child(self, path, &key_name(k), v)?;
+                }
+            }
+            Obj::List(xs) | Obj::Tuple(xs) => {
+                for (i, v) in xs.iter().enumerate() {
+                    child(self, path, &i.to_string(), v)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Every distinct tensor node once, with the first key path that reaches it.
+pub fn distinct_tensors(obj: &Obj) -> Vec<(String, Arc<TensorSpec>)> {
+    fn go(o: &Obj, path: &mut String, seen: &mut HashSet<(u8, usize)>, out: &mut Vec<(String, Arc<TensorSpec>)>) {
+        if let Some(id) = o.node_id() {
+            if !seen.insert(id) {
+                return;
+            }
+        }
+        let child = |path: &mut String, name: &str, v: &Obj, seen: &mut HashSet<(u8, usize)>, out: &mut Vec<(String, Arc<TensorSpec>)>| {
+            let n = path.len();
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(name);
+            go(v, path, seen, out);
+            path.truncate(n);
+        };
+        match o {
+            Obj::Tensor(t) => out.push((path.clone(), t.clone())),
+            Obj::Dict(items) => items.iter().for_each(|(k, v)| child(path, &key_name(k), v, seen, out)),
+            Obj::OrderedDict(d) => d.items.iter().for_each(|(k, v)| child(path, &key_name(k), v, seen, out)),
+            Obj::List(xs) | Obj::Tuple(xs) => xs.iter().enumerate().for_each(|(i, v)| child(path, &i.to_string(), v, seen, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    go(obj, &mut String::new(), &mut HashSet::new(), &mut out);
+    out
 }
 
 fn key_name(k: &Obj) -> String {
     match k {
-        Obj::Str(s) => s.clone(),
+        Obj::Str(s) => s.to_string(),
         Obj::Int(i) => i.to_string(),
         Obj::Bool(b) => b.to_string(),
         other => format!("{other:?}"),
@@ -244,7 +345,8 @@ fn key_name(k: &Obj) -> String {
 pub fn find_tensor<'a>(root: &'a Obj, key: &str) -> Option<&'a TensorSpec> {
     fn lookup<'a>(o: &'a Obj, k: &str) -> Option<&'a Obj> {
         match o {
-            Obj::Dict(items) | Obj::OrderedDict(items, _) => items.iter().find(|(kk, _)| key_name(kk) == k).map(|(_, v)| v),
+            Obj::Dict(items) => items.iter().find(|(kk, _)| key_name(kk) == k).map(|(_, v)| v),
+            Obj::OrderedDict(d) => d.items.iter().find(|(kk, _)| key_name(kk) == k).map(|(_, v)| v),
             Obj::List(xs) | Obj::Tuple(xs) => k.parse::<usize>().ok().and_then(|i| xs.get(i)),
             _ => None,
         }
@@ -275,8 +377,9 @@ impl ArrayLoc {
     pub fn rows(&self) -> u64 {
         self.shape.first().copied().unwrap_or(0)
     }
-    pub fn row_bytes(&self) -> u64 {
-        self.shape.iter().skip(1).product::<u64>() * self.dtype.itemsize() as u64
+    /// Bytes per row (sample); `None` when that overflows u64 (possible only with 0 rows).
+    pub fn row_bytes(&self) -> Option<u64> {
+        self.shape.iter().skip(1).try_fold(self.dtype.itemsize() as u64, |a, &d| a.checked_mul(d))
     }
 }
 
@@ -284,8 +387,10 @@ impl ArrayLoc {
 pub fn array_loc(path: &Path, index: &PtIndex, key: &str) -> Result<ArrayLoc> {
     let Some(t) = find_tensor(&index.root, key) else {
         let mut keys = Vec::new();
-        visit_tensors(&index.root, &mut String::new(), &mut |k, _| keys.push(k.to_string()));
-        keys.truncate(20);
+        let _ = visit_tensors(&index.root, 10_000, &mut |k, _| {
+            keys.push(k.to_string());
+            keys.len() < 20
+        });
         return Err(Error::schema(path, key, format!("no tensor under this key; tensors in the file: {keys:?}")));
     };
     if t.size.is_empty() {
@@ -299,10 +404,14 @@ pub fn array_loc(path: &Path, index: &PtIndex, key: &str) -> Result<ArrayLoc> {
         ));
     }
     let range = &index.storages[&t.storage];
-    Ok(ArrayLoc { dtype: t.dtype, shape: t.size.clone(), data_offset: range.start as u64 + t.offset * t.dtype.itemsize() as u64 })
+    // check_tensor bounded offset <= storage_numel and storage_numel * itemsize <= the entry.
+    let data_offset = t.offset.checked_mul(t.dtype.itemsize() as u64).and_then(|o| o.checked_add(range.start as u64));
+    let Some(data_offset) = data_offset else { return Err(Error::schema(path, key, "tensor offset overflows")) };
+    Ok(ArrayLoc { dtype: t.dtype, shape: t.size.clone(), data_offset })
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
     use crate::pickle::tests::tensor_dict_pickle;
@@ -322,7 +431,7 @@ mod tests {
         assert_eq!(idx.prefix, "shard");
         let loc = array_loc(p, &idx, "latents").unwrap();
         assert_eq!(loc.rows(), 4);
-        assert_eq!(loc.row_bytes(), 24);
+        assert_eq!(loc.row_bytes(), Some(24));
         assert_eq!(&bytes[loc.data_offset as usize..loc.data_offset as usize + 4], &[0, 1, 2, 3]);
         assert_eq!(loc.data_offset % 64, 0);
         let e = array_loc(p, &idx, "labels").unwrap_err();
@@ -343,6 +452,24 @@ mod tests {
     }
 
     #[test]
+    fn partial_elements_grad_on_ints_and_numel_overflow_are_corrupt() {
+        // fuzz-pt-2 B1: a 10-byte entry under a float32 storage of 2 elements.
+        let pkl = tensor_dict_pickle("x", "FloatStorage", "0", 2, &[2], &[1], 0);
+        let e = parse(Path::new("s.pt"), &archive(&pkl, &[0u8; 10])).unwrap_err();
+        assert!(e.to_string().contains("whole number"), "{e}");
+        // B2: an int64 tensor with requires_grad=True (NEWFALSE flipped to NEWTRUE).
+        let mut pkl = tensor_dict_pickle("x", "LongStorage", "0", 2, &[2], &[1], 0);
+        let i = pkl.iter().rposition(|&b| b == 0x89).unwrap();
+        pkl[i] = 0x88;
+        let e = parse(Path::new("s.pt"), &archive(&pkl, &[0u8; 16])).unwrap_err();
+        assert!(e.to_string().contains("cannot require gradients"), "{e}");
+        // B3: sizes (2^30, 2^30, 2^30, 0): the products overflow int64 with stride 0.
+        let pkl = tensor_dict_pickle("x", "FloatStorage", "0", 4, &[1 << 30, 1 << 30, 1 << 30, 0], &[0, 0, 0, 0], 0);
+        let e = parse(Path::new("s.pt"), &archive(&pkl, &[0u8; 16])).unwrap_err();
+        assert!(e.to_string().contains("int64"), "{e}");
+    }
+
+    #[test]
     fn big_endian_and_legacy_are_refused() {
         let data = vec![0u8; 96];
         let pkl = tensor_dict_pickle("x", "FloatStorage", "0", 24, &[4, 6], &[6, 1], 0);
@@ -355,6 +482,14 @@ mod tests {
         legacy.extend_from_slice(&[0u8; 30]);
         let e = parse(Path::new("s.pt"), &legacy).unwrap_err();
         assert!(e.to_string().contains("legacy"), "{e}");
+        // Protocol 4 (FRAME before the magic) is recognised as legacy too.
+        let mut p4 = vec![0x80, 0x04, 0x95];
+        p4.extend_from_slice(&11u64.to_le_bytes());
+        p4.extend_from_slice(&[0x8a, 0x0a]);
+        p4.extend_from_slice(&LEGACY_MAGIC);
+        p4.push(b'.');
+        assert!(is_legacy(&p4));
+        assert!(!is_legacy(&p4[..12]));
     }
 
     #[test]

@@ -16,6 +16,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PyList, PySet, PyTuple};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -71,7 +72,7 @@ struct PtArchive {
 impl PtArchive {
     #[new]
     fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        let file = detach_guarded(py, || PtFile::open(&path))?;
+        let file = py.detach(|| guarded(|| PtFile::open(&path)).map_err(|e| if e.path.as_os_str().is_empty() { e.with_path(&path) } else { e })).map_err(|e| to_pyerr(py, e))?;
         Ok(PtArchive { file })
     }
 
@@ -102,70 +103,130 @@ impl PtArchive {
 
     /// Build the Python object; `factory` makes tensors (`tensor(storage_key, dtype, offset, size,
     /// stride, requires_grad, parameter)`), `size(tuple)`, `device(type, index)` and `dtype(name)`.
+    /// A node the pickle shares (memo references) becomes one Python object, as in `torch.load`.
     fn build<'py>(&self, py: Python<'py>, factory: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let odict = py.import("collections")?.getattr("OrderedDict")?;
-        to_py(py, &self.file.index.root, factory, &odict)
+        let mut b = PyBuilder { py, factory, odict: &odict, done: HashMap::new() };
+        b.obj(&self.file.index.root)
     }
 
-    /// Every tensor: (key path, dtype, size, stride, storage offset, storage key, requires_grad, parameter).
+    /// Every tensor as `(paths, slots, specs)`: `paths[i]` reaches the distinct tensor
+    /// `specs[slots[i]]` = (dtype, size, stride, storage offset, storage key, requires_grad,
+    /// parameter). Shared tensors are described once (a file may reference one tensor 10^6
+    /// times); paths and slots are str/int lists, which the cyclic GC does not track.
     #[allow(clippy::type_complexity)]
-    fn tensors(&self) -> Vec<(String, &'static str, Vec<u64>, Vec<u64>, u64, String, bool, bool)> {
-        let mut out = Vec::new();
-        ptfile::visit_tensors(&self.file.index.root, &mut String::new(), &mut |k, t| {
-            out.push((k.to_string(), t.dtype.torch_name(), t.size.clone(), t.stride.clone(), t.offset, t.storage.clone(), t.requires_grad, t.parameter))
+    fn tensors(&self, py: Python<'_>) -> PyResult<(Vec<String>, Vec<usize>, Vec<(&'static str, Vec<u64>, Vec<u64>, u64, String, bool, bool)>)> {
+        let (mut paths, mut slots, mut specs) = (Vec::new(), Vec::new(), Vec::new());
+        let mut slot_of: HashMap<*const crate::pickle::TensorSpec, usize> = HashMap::new();
+        let budget = crate::limits::pickle_limits().max_nodes;
+        let r = ptfile::visit_tensors(&self.file.index.root, budget, &mut |k, t| {
+            let slot = *slot_of.entry(t as *const _).or_insert_with(|| {
+                specs.push((t.dtype.torch_name(), t.size.clone(), t.stride.clone(), t.offset, t.storage.clone(), t.requires_grad, t.parameter));
+                specs.len() - 1
+            });
+            paths.push(k.to_string());
+            slots.push(slot);
+            true
         });
-        out
+        match r {
+            Ok(()) => Ok((paths, slots, specs)),
+            Err(reason) => Err(to_pyerr(py, Error::new(ErrorKind::Corrupt, &self.file.path, crate::error::Location::None, reason))),
+        }
     }
 }
 
-fn to_py<'py>(py: Python<'py>, o: &Obj, factory: &Bound<'py, PyAny>, odict: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    let list = |xs: &[Obj]| -> PyResult<Vec<Bound<'py, PyAny>>> { xs.iter().map(|x| to_py(py, x, factory, odict)).collect() };
-    Ok(match o {
-        Obj::None => py.None().into_bound(py),
-        Obj::Bool(b) => b.into_pyobject(py)?.to_owned().into_any(),
-        Obj::Int(i) => i.into_pyobject(py)?.into_any(),
-        Obj::BigInt(b) => {
-            let int = py.import("builtins")?.getattr("int")?;
-            let kw = PyDict::new(py);
-            kw.set_item("signed", true)?;
-            int.call_method("from_bytes", (PyBytes::new(py, b), "little"), Some(&kw))?
-        }
-        Obj::Float(f) => f.into_pyobject(py)?.into_any(),
-        Obj::Complex(a, b) => py.import("builtins")?.getattr("complex")?.call1((*a, *b))?,
-        Obj::Str(s) => s.into_pyobject(py)?.into_any(),
-        Obj::Bytes(b) => PyBytes::new(py, b).into_any(),
-        Obj::ByteArray(b) => pyo3::types::PyByteArray::new(py, b).into_any(),
-        Obj::Tuple(xs) => PyTuple::new(py, list(xs)?)?.into_any(),
-        Obj::List(xs) => PyList::new(py, list(xs)?)?.into_any(),
-        Obj::Set(xs) => PySet::new(py, list(xs)?)?.into_any(),
-        Obj::FrozenSet(xs) => PyFrozenSet::new(py, list(xs)?)?.into_any(),
-        Obj::Dict(items) => {
-            let d = PyDict::new(py);
-            for (k, v) in items {
-                d.set_item(to_py(py, k, factory, odict)?, to_py(py, v, factory, odict)?)?;
+/// Obj DAG → Python objects, memoised on node identity (each shared node is built once and
+/// referenced wherever the pickle referenced it). Recursion depth is bounded by the VM's
+/// `max_depth`.
+struct PyBuilder<'a, 'py> {
+    py: Python<'py>,
+    factory: &'a Bound<'py, PyAny>,
+    odict: &'a Bound<'py, PyAny>,
+    done: HashMap<(u8, usize), Bound<'py, PyAny>>,
+}
+
+impl<'py> PyBuilder<'_, 'py> {
+    fn obj(&mut self, o: &Obj) -> PyResult<Bound<'py, PyAny>> {
+        let id = o.node_id();
+        if let Some(id) = id {
+            if let Some(v) = self.done.get(&id) {
+                return Ok(v.clone());
             }
-            d.into_any()
         }
-        Obj::OrderedDict(items, attrs) => {
-            let d = odict.call0()?;
-            for (k, v) in items {
-                d.set_item(to_py(py, k, factory, odict)?, to_py(py, v, factory, odict)?)?;
+        let v = self.build(o)?;
+        if let Some(id) = id {
+            self.done.insert(id, v.clone());
+        }
+        Ok(v)
+    }
+
+    fn list(&mut self, xs: &[Obj]) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        xs.iter().map(|x| self.obj(x)).collect()
+    }
+
+    fn build(&mut self, o: &Obj) -> PyResult<Bound<'py, PyAny>> {
+        let py = self.py;
+        Ok(match o {
+            Obj::None => py.None().into_bound(py),
+            Obj::Bool(b) => b.into_pyobject(py)?.to_owned().into_any(),
+            Obj::Int(i) => i.into_pyobject(py)?.into_any(),
+            Obj::BigInt(b) => {
+                let int = py.import("builtins")?.getattr("int")?;
+                let kw = PyDict::new(py);
+                kw.set_item("signed", true)?;
+                int.call_method("from_bytes", (PyBytes::new(py, b), "little"), Some(&kw))?
             }
-            for (k, v) in attrs {
-                if let Obj::Str(name) = k {
-                    d.setattr(name.as_str(), to_py(py, v, factory, odict)?)?;
+            Obj::Float(f) => f.into_pyobject(py)?.into_any(),
+            Obj::Complex(a, b) => py.import("builtins")?.getattr("complex")?.call1((*a, *b))?,
+            Obj::Str(s) => s.into_pyobject(py)?.into_any(),
+            Obj::Bytes(b) => PyBytes::new(py, b).into_any(),
+            Obj::ByteArray(b) => pyo3::types::PyByteArray::new(py, b).into_any(),
+            Obj::Tuple(xs) => PyTuple::new(py, self.list(xs)?)?.into_any(),
+            Obj::List(xs) => PyList::new(py, self.list(xs)?)?.into_any(),
+            Obj::Set(xs) => PySet::new(py, self.list(xs)?)?.into_any(),
+            Obj::FrozenSet(xs) => PyFrozenSet::new(py, self.list(xs)?)?.into_any(),
+            Obj::Dict(items) => {
+                let d = PyDict::new(py);
+                for (k, v) in items.iter() {
+                    d.set_item(self.obj(k)?, self.obj(v)?)?;
                 }
+                d.into_any()
             }
-            d
-        }
-        Obj::Tensor(t) => factory.call_method1(
-            "tensor",
-            (t.storage.as_str(), t.dtype.torch_name(), t.offset, PyTuple::new(py, &t.size)?, PyTuple::new(py, &t.stride)?, t.requires_grad, t.parameter),
-        )?,
-        Obj::Size(dims) => factory.call_method1("size", (PyTuple::new(py, dims)?,))?,
-        Obj::Device(ty, idx) => factory.call_method1("device", (ty.as_str(), *idx))?,
-        Obj::Dtype(d) => factory.call_method1("dtype", (d.torch_name(),))?,
-    })
+            Obj::OrderedDict(od) => {
+                let d = self.odict.call0()?;
+                for (k, v) in od.items.iter() {
+                    d.set_item(self.obj(k)?, self.obj(v)?)?;
+                }
+                for (k, v) in od.attrs.iter() {
+                    // The VM admits only `_metadata` (what torch's state_dict sets).
+                    if let Obj::Str(name) = k {
+                        d.setattr(&**name, self.obj(v)?)?;
+                    }
+                }
+                d
+            }
+            Obj::Tensor(t) => self.factory.call_method1(
+                "tensor",
+                (t.storage.as_str(), t.dtype.torch_name(), t.offset, PyTuple::new(py, &t.size)?, PyTuple::new(py, &t.stride)?, t.requires_grad, t.parameter),
+            )?,
+            Obj::Size(dims) => self.factory.call_method1("size", (PyTuple::new(py, dims.iter())?,))?,
+            Obj::Device(ty, idx) => self.factory.call_method1("device", (&**ty, *idx))?,
+            Obj::Dtype(d) => self.factory.call_method1("dtype", (d.torch_name(),))?,
+        })
+    }
+}
+
+/// `(max_nodes, max_bytes, max_depth, max_frame_pixels)` now in force.
+#[pyfunction]
+fn get_limits() -> (u64, u64, u64, u64) {
+    let l = crate::limits::get();
+    (l.max_nodes, l.max_bytes, l.max_depth, l.max_frame_pixels)
+}
+
+/// Set the reader limits (process-wide); see `vqfast.io.set_limits`.
+#[pyfunction]
+fn set_limits(max_nodes: u64, max_bytes: u64, max_depth: u64, max_frame_pixels: u64) -> PyResult<()> {
+    crate::limits::set(crate::limits::ReaderLimits { max_nodes, max_bytes, max_depth, max_frame_pixels }).map_err(PyValueError::new_err)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -438,6 +499,8 @@ fn _io(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ShardSetCore>()?;
     m.add_class::<ClipSetCore>()?;
     m.add_function(wrap_pyfunction!(frames_to_model_input, m)?)?;
+    m.add_function(wrap_pyfunction!(get_limits, m)?)?;
+    m.add_function(wrap_pyfunction!(set_limits, m)?)?;
     m.add("HAS_VIDEO", cfg!(feature = "video"))?;
     Ok(())
 }

@@ -9,6 +9,10 @@
 //! shards are left out in skip mode ([`ShardSet::open`]), the epoch plan of a rank and the resume
 //! fingerprint, and the read-ahead rule of [`ShardSet::load_batch`]. `vqfast.data.latents.
 //! TorchLatentShardLoader` is the pure-Python reference of the plan and the skip rule.
+//!
+//! Row counts, sizes and offsets come from files: every computation with them is checked or
+//! saturating (validated bounds make saturation unreachable), enforced by the lint below.
+#![deny(clippy::arithmetic_side_effects)]
 use crate::dtype::DType;
 use crate::error::{Error, ErrorKind, Location, Result};
 use crate::ptfile::{self, ArrayLoc};
@@ -67,6 +71,52 @@ fn locate(path: &Path, keys: &[String]) -> Result<(File, Vec<ArrayLoc>)> {
     Ok((file, locs))
 }
 
+/// Parse one shard's headers and check its fields against the ones seen so far. Runs under
+/// `catch_unwind`: whatever goes wrong with one file (a panic included) is an error naming it,
+/// so skip mode can leave the file out.
+fn open_one(path: &Path, keys: &[String], fields: &Option<Vec<Field>>) -> Result<(File, Vec<ArrayLoc>, u64, Vec<Field>)> {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| open_one_inner(path, keys, fields)));
+    match r {
+        Ok(r) => r,
+        Err(p) => Err(Error::new(ErrorKind::Internal, path, Location::None, format!("panic while reading the shard: {}", crate::error::panic_message(&*p)))),
+    }
+}
+
+fn open_one_inner(path: &Path, keys: &[String], fields: &Option<Vec<Field>>) -> Result<(File, Vec<ArrayLoc>, u64, Vec<Field>)> {
+    let (file, locs) = locate(path, keys)?;
+    let rows = locs[0].rows();
+    let mut these = Vec::with_capacity(keys.len());
+    for (k, loc) in keys.iter().zip(&locs) {
+        if loc.shape.is_empty() {
+            return Err(Error::schema(path, k, "array is 0-d (shape ()); a shard array needs a leading sample dimension"));
+        }
+        if loc.rows() != rows {
+            return Err(Error::schema(path, k, format!("has {} rows but '{}' has {rows}", loc.rows(), keys[0])));
+        }
+        let row_bytes = match loc.row_bytes() {
+            Some(0) => return Err(Error::schema(path, k, format!("shape {:?}: a sample of 0 bytes cannot be batched", loc.shape))),
+            Some(b) => b,
+            None => return Err(Error::schema(path, k, format!("shape {:?}: the bytes per sample overflow", loc.shape))),
+        };
+        these.push(Field { key: k.clone(), dtype: loc.dtype, row_shape: loc.shape[1..].to_vec(), row_bytes });
+    }
+    if let Some(f) = fields {
+        for (a, b) in f.iter().zip(&these) {
+            if a.dtype != b.dtype || a.row_shape != b.row_shape {
+                return Err(Error::schema(
+                    path,
+                    &a.key,
+                    format!("is {} {:?} per sample but earlier shards have {} {:?}", b.dtype.torch_name(), b.row_shape, a.dtype.torch_name(), a.row_shape),
+                ));
+            }
+        }
+    }
+    Ok((file, locs, rows, these))
+}
+
+/// Most samples a set may hold: the epoch plan keeps 8 bytes per sample.
+const MAX_TOTAL_ROWS: u64 = (isize::MAX as u64) / 16;
+
 impl ShardSet {
     /// Open every shard. With `skip_bad`, files that fail are recorded in `skipped` and left out.
     pub fn open(paths: &[PathBuf], keys: &[String], skip_bad: bool) -> Result<ShardSet> {
@@ -77,34 +127,7 @@ impl ShardSet {
         let mut shards = Vec::with_capacity(paths.len());
         let mut skipped = Vec::new();
         for path in paths {
-            let res = locate(path, keys).and_then(|(file, locs)| {
-                let rows = locs[0].rows();
-                let mut these = Vec::with_capacity(keys.len());
-                for (k, loc) in keys.iter().zip(&locs) {
-                    if loc.rows() != rows {
-                        return Err(Error::schema(path, k, format!("has {} rows but '{}' has {rows}", loc.rows(), keys[0])));
-                    }
-                    these.push(Field { key: k.clone(), dtype: loc.dtype, row_shape: loc.shape[1..].to_vec(), row_bytes: loc.row_bytes() });
-                }
-                if let Some(f) = &fields {
-                    for (a, b) in f.iter().zip(&these) {
-                        if a.dtype != b.dtype || a.row_shape != b.row_shape {
-                            return Err(Error::schema(
-                                path,
-                                &a.key,
-                                format!(
-                                    "is {} {:?} per sample but earlier shards have {} {:?}",
-                                    b.dtype.torch_name(),
-                                    b.row_shape,
-                                    a.dtype.torch_name(),
-                                    a.row_shape
-                                ),
-                            ));
-                        }
-                    }
-                }
-                Ok((file, locs, rows, these))
-            });
+            let res = open_one(path, keys, &fields);
             match res {
                 Ok((file, locs, rows, these)) => {
                     if fields.is_none() {
@@ -129,7 +152,9 @@ impl ShardSet {
         let mut acc = 0u64;
         for s in &shards {
             starts.push(acc);
-            acc += s.rows;
+            acc = acc.checked_add(s.rows).filter(|&t| t <= MAX_TOTAL_ROWS).ok_or_else(|| {
+                Error::new(ErrorKind::Schema, &s.path, Location::None, format!("the shards hold more than {MAX_TOTAL_ROWS} samples in all"))
+            })?;
         }
         Ok(ShardSet { fields, shards, starts, skipped })
     }
@@ -139,19 +164,20 @@ impl ShardSet {
     }
 
     pub fn total(&self) -> u64 {
-        self.shards.iter().map(|s| s.rows).sum()
+        // open() checked that the sum fits (MAX_TOTAL_ROWS)
+        self.shards.iter().fold(0u64, |a, s| a.saturating_add(s.rows))
     }
 
     /// (shard, row) of a global sample id.
     pub fn locate(&self, id: u64) -> (usize, u64) {
-        let s = self.starts.partition_point(|&st| st <= id) - 1;
-        (s, id - self.starts[s])
+        let s = self.starts.partition_point(|&st| st <= id).saturating_sub(1);
+        (s, id.saturating_sub(self.starts[s]))
     }
 
     /// Ask the kernel to start reading the shards `ids` touch (once per shard and epoch).
     /// Returns how many shards got a hint now.
     pub fn advise(&self, ids: &[u64], epoch: u64) -> usize {
-        let mut hinted = 0;
+        let mut hinted = 0usize;
         let mut last = usize::MAX;
         for &id in ids {
             let (s, _) = self.locate(id);
@@ -160,11 +186,12 @@ impl ShardSet {
             }
             last = s;
             let sh = &self.shards[s];
-            if sh.advised.swap(epoch + 1, Ordering::Relaxed) != epoch + 1 {
+            let mark = epoch.saturating_add(1);
+            if sh.advised.swap(mark, Ordering::Relaxed) != mark {
                 for (f, off) in self.fields.iter().zip(&sh.offsets) {
-                    fadvise_willneed(&sh.file, *off, f.row_bytes * sh.rows);
+                    fadvise_willneed(&sh.file, *off, f.row_bytes.saturating_mul(sh.rows));
                 }
-                hinted += 1;
+                hinted = hinted.saturating_add(1);
             }
         }
         hinted
@@ -199,19 +226,32 @@ impl ShardSet {
 
     /// Read the rows of `ids` (in order) into one buffer per field.
     pub fn gather(&self, ids: &[u64]) -> Result<Vec<Vec<u8>>> {
-        let mut out: Vec<Vec<u8>> = self.fields.iter().map(|f| vec![0u8; f.row_bytes as usize * ids.len()]).collect();
+        let mut out: Vec<Vec<u8>> = Vec::with_capacity(self.fields.len());
+        for f in &self.fields {
+            let n = usize::try_from(f.row_bytes).ok().and_then(|rb| rb.checked_mul(ids.len()));
+            let Some(n) = n else {
+                return Err(Error::argument(format!("a batch of {} rows of {} bytes ('{}') overflows the address space", ids.len(), f.row_bytes, f.key)));
+            };
+            let mut buf = Vec::new();
+            buf.try_reserve_exact(n).map_err(|e| Error::argument(format!("cannot allocate a batch of {n} bytes for '{}': {e}", f.key)))?;
+            buf.resize(n, 0u8);
+            out.push(buf);
+        }
         let mut i = 0;
         while i < ids.len() {
             let (s, row) = self.locate(ids[i]);
             let sh = &self.shards[s];
-            let mut j = i + 1;
-            while j < ids.len() && ids[j] == ids[j - 1] + 1 && ids[j] - self.starts[s] < sh.rows {
-                j += 1;
+            // the run of consecutive ids inside this shard: ids[i..j]
+            let mut j = i.saturating_add(1);
+            while j < ids.len() && ids[j.saturating_sub(1)].checked_add(1) == Some(ids[j]) && ids[j].saturating_sub(self.starts[s]) < sh.rows {
+                j = j.saturating_add(1);
             }
             for (fi, f) in self.fields.iter().enumerate() {
+                // rb * ids.len() fit when the buffers were sized; row < rows, and the rows lie
+                // inside the file (validated at open), so these cannot saturate
                 let rb = f.row_bytes as usize;
-                let dst = &mut out[fi][i * rb..j * rb];
-                let off = sh.offsets[fi] + row * f.row_bytes;
+                let dst = &mut out[fi][i.saturating_mul(rb)..j.saturating_mul(rb)];
+                let off = sh.offsets[fi].saturating_add(row.saturating_mul(f.row_bytes));
                 sh.file.read_exact_at(dst, off).map_err(|e| {
                     Error::new(ErrorKind::Io, &sh.path, Location::Offset { entry: None, offset: off }, format!("reading {} bytes of '{}': {e}", dst.len(), f.key))
                 })?;
@@ -256,6 +296,7 @@ fn fadvise_willneed(file: &File, offset: u64, len: u64) {
 fn fadvise_willneed(_file: &File, _offset: u64, _len: u64) {}
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
     use crate::pickle::tests::tensor_dict_pickle;
@@ -291,6 +332,43 @@ mod tests {
         let set = ShardSet::open(&[a, bad, b], &keys, true).unwrap();
         assert_eq!(set.skipped.len(), 1);
         assert_eq!(set.total(), 8);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn npy_file(dir: &Path, name: &str, descr: &str, shape: &str, data: &[u8]) -> PathBuf {
+        let mut h = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        while (10 + h.len() + 1) % 64 != 0 {
+            h.push(' ');
+        }
+        h.push('\n');
+        let mut out = b"\x93NUMPY\x01\x00".to_vec();
+        out.extend_from_slice(&(h.len() as u16).to_le_bytes());
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(data);
+        let p = dir.join(name);
+        std::fs::write(&p, out).unwrap();
+        p
+    }
+
+    #[test]
+    fn zero_d_zero_byte_and_overflowing_arrays_are_schema_errors_and_skippable() {
+        // fuzz-pt-2 B6: a 0-d .npy panicked (`shape[1..]`) out of ShardSet::open, so skip
+        // mode did not skip it; huge empty shapes overflowed the planner's capacity.
+        let dir = std::env::temp_dir().join(format!("vqfast-shards-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = npy_file(&dir, "good.npy", "<f4", "(3, 2)", &[0u8; 24]);
+        let zero_d = npy_file(&dir, "zero_d.npy", "<f4", "()", &[0u8; 4]);
+        let zero_b = npy_file(&dir, "zero_b.npy", "<f4", "(1152921504606846976, 0)", &[]);
+        let ovf = npy_file(&dir, "ovf.npy", "<f4", "(0, 4294967296, 4294967296)", &[]);
+        let keys = vec!["latents".to_string()];
+        for (bad, what) in [(&zero_d, "0-d"), (&zero_b, "0 bytes"), (&ovf, "overflow")] {
+            let e = ShardSet::open(&[good.clone(), bad.clone()], &keys, false).err().unwrap();
+            assert_eq!(e.kind, ErrorKind::Schema, "{e}");
+            assert!(e.to_string().contains(bad.file_name().unwrap().to_str().unwrap()) && e.to_string().contains(what), "{e}");
+        }
+        let set = ShardSet::open(&[zero_d, good, zero_b, ovf], &keys, true).unwrap();
+        assert_eq!(set.skipped.len(), 3);
+        assert_eq!(set.total(), 3);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -4,6 +4,10 @@
 //! computed from the *local* header (torch pads the local extra field with an `FB` record so
 //! that data starts 64-byte aligned; the central directory's extra length differs).
 //! Compressed (deflated) or encrypted entries are reported, and refused by [`Entry::stored_range`].
+//! Offsets and sizes from the file are combined with checked/saturating arithmetic and read with
+//! bounds-checked accessors (a field past the end reads as 0 and fails the next check): the lint
+//! below keeps it that way.
+#![deny(clippy::arithmetic_side_effects)]
 use crate::error::{Error, Result};
 use std::path::Path;
 
@@ -47,18 +51,29 @@ impl Entry {
                 format!("entry is {m}; only stored (uncompressed) entries as written by torch.save can be memory-mapped (was the file re-zipped?)"),
             ));
         }
-        Ok(self.data_offset as usize..(self.data_offset + self.size) as usize)
+        // read_directory checked data_offset + compressed_size <= the central directory offset
+        // (and size == compressed_size for stored entries)
+        Ok(self.data_offset as usize..self.data_offset.saturating_add(self.size) as usize)
     }
 }
 
+fn field<const N: usize>(b: &[u8], o: usize) -> [u8; N] {
+    b.get(o..o.saturating_add(N)).and_then(|s| s.try_into().ok()).unwrap_or([0u8; N])
+}
 fn u16_at(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes([b[o], b[o + 1]])
+    u16::from_le_bytes(field(b, o))
 }
 fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
+    u32::from_le_bytes(field(b, o))
 }
 fn u64_at(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
+    u64::from_le_bytes(field(b, o))
+}
+fn add(a: usize, b: usize) -> usize {
+    a.saturating_add(b)
+}
+fn sub(a: usize, b: usize) -> usize {
+    a.saturating_sub(b)
 }
 
 /// True when `bytes` start like a zip archive (local header signature).
@@ -75,30 +90,30 @@ pub fn read_directory(path: &Path, bytes: &[u8]) -> Result<Vec<Entry>> {
     // The end-of-central-directory record sits in the last 22 + 65535 bytes.
     let lo = len.saturating_sub(22 + 65_535);
     let mut eocd = None;
-    let mut i = len - 22;
+    let mut i = sub(len, 22);
     loop {
-        if u32_at(bytes, i) == EOCD_SIG && i + 22 + u16_at(bytes, i + 20) as usize == len {
+        if u32_at(bytes, i) == EOCD_SIG && add(add(i, 22), u16_at(bytes, add(i, 20)) as usize) == len {
             eocd = Some(i);
             break;
         }
         if i == lo {
             break;
         }
-        i -= 1;
+        i = sub(i, 1);
     }
     let eocd = eocd.ok_or_else(|| {
         Error::corrupt_at(path, len as u64, "no end-of-central-directory record: not a zip archive, or truncated")
     })?;
-    let mut n_entries = u16_at(bytes, eocd + 10) as u64;
-    let mut cd_size = u32_at(bytes, eocd + 12) as u64;
-    let mut cd_offset = u32_at(bytes, eocd + 16) as u64;
-    if u16_at(bytes, eocd + 4) != 0 || u16_at(bytes, eocd + 6) != 0 {
+    let mut n_entries = u16_at(bytes, add(eocd, 10)) as u64;
+    let mut cd_size = u32_at(bytes, add(eocd, 12)) as u64;
+    let mut cd_offset = u32_at(bytes, add(eocd, 16)) as u64;
+    if u16_at(bytes, add(eocd, 4)) != 0 || u16_at(bytes, add(eocd, 6)) != 0 {
         return Err(Error::unsupported(path, crate::error::Location::Offset { entry: None, offset: eocd as u64 }, "multi-disk zip archives are not supported"));
     }
     // zip64: a locator 20 bytes before the EOCD points at the zip64 EOCD record.
-    if eocd >= 20 && u32_at(bytes, eocd - 20) == ZIP64_LOCATOR_SIG {
-        let loc = eocd - 20;
-        let z64 = u64_at(bytes, loc + 8);
+    if eocd >= 20 && u32_at(bytes, sub(eocd, 20)) == ZIP64_LOCATOR_SIG {
+        let loc = sub(eocd, 20);
+        let z64 = u64_at(bytes, add(loc, 8));
         if z64.checked_add(56).map_or(true, |e| e > loc as u64) {
             return Err(Error::corrupt_at(path, loc as u64, format!("zip64 locator points at {z64}, outside the file")));
         }
@@ -106,9 +121,9 @@ pub fn read_directory(path: &Path, bytes: &[u8]) -> Result<Vec<Entry>> {
         if u32_at(bytes, z) != ZIP64_EOCD_SIG {
             return Err(Error::corrupt_at(path, z64, "bad zip64 end-of-central-directory signature"));
         }
-        n_entries = u64_at(bytes, z + 32);
-        cd_size = u64_at(bytes, z + 40);
-        cd_offset = u64_at(bytes, z + 48);
+        n_entries = u64_at(bytes, add(z, 32));
+        cd_size = u64_at(bytes, add(z, 40));
+        cd_offset = u64_at(bytes, add(z, 48));
     }
     if n_entries > MAX_ENTRIES {
         return Err(Error::corrupt_at(path, eocd as u64, format!("{n_entries} entries exceeds the limit {MAX_ENTRIES}")));
@@ -124,43 +139,43 @@ pub fn read_directory(path: &Path, bytes: &[u8]) -> Result<Vec<Entry>> {
     let mut entries = Vec::with_capacity(n_entries.min(4096) as usize);
     let mut p = cd_offset as usize;
     for _ in 0..n_entries {
-        if p + 46 > cd_end as usize || u32_at(bytes, p) != CDH_SIG {
+        if add(p, 46) > cd_end as usize || u32_at(bytes, p) != CDH_SIG {
             return Err(Error::corrupt_at(path, p as u64, "bad central directory header"));
         }
-        let flags = u16_at(bytes, p + 8);
-        let method = u16_at(bytes, p + 10);
-        let mut csize = u32_at(bytes, p + 20) as u64;
-        let mut usize_ = u32_at(bytes, p + 24) as u64;
-        let name_len = u16_at(bytes, p + 28) as usize;
-        let extra_len = u16_at(bytes, p + 30) as usize;
-        let comment_len = u16_at(bytes, p + 32) as usize;
-        let mut hdr = u32_at(bytes, p + 42) as u64;
-        let name_start = p + 46;
-        let extra_start = name_start + name_len;
-        let next = extra_start + extra_len + comment_len;
+        let flags = u16_at(bytes, add(p, 8));
+        let method = u16_at(bytes, add(p, 10));
+        let mut csize = u32_at(bytes, add(p, 20)) as u64;
+        let mut usize_ = u32_at(bytes, add(p, 24)) as u64;
+        let name_len = u16_at(bytes, add(p, 28)) as usize;
+        let extra_len = u16_at(bytes, add(p, 30)) as usize;
+        let comment_len = u16_at(bytes, add(p, 32)) as usize;
+        let mut hdr = u32_at(bytes, add(p, 42)) as u64;
+        let name_start = add(p, 46);
+        let extra_start = add(name_start, name_len);
+        let next = add(add(extra_start, extra_len), comment_len);
         if next > cd_end as usize {
             return Err(Error::corrupt_at(path, p as u64, "central directory header runs past the directory"));
         }
         let name = String::from_utf8_lossy(&bytes[name_start..extra_start]).into_owned();
         // zip64 extended information extra field (id 1): only the fields that overflowed, in order.
         let mut e = extra_start;
-        let extra_end = extra_start + extra_len;
-        while e + 4 <= extra_end {
+        let extra_end = add(extra_start, extra_len);
+        while add(e, 4) <= extra_end {
             let id = u16_at(bytes, e);
-            let sz = u16_at(bytes, e + 2) as usize;
-            let body = e + 4;
-            if body + sz > extra_end {
+            let sz = u16_at(bytes, add(e, 2)) as usize;
+            let body = add(e, 4);
+            if add(body, sz) > extra_end {
                 return Err(Error::corrupt_at(path, e as u64, format!("extra field of entry '{name}' runs past its header")));
             }
             if id == 1 {
                 let mut q = body;
                 let mut take = |v: &mut u64, full: u64| -> bool {
                     if *v == full {
-                        if q + 8 > body + sz {
+                        if add(q, 8) > add(body, sz) {
                             return false;
                         }
                         *v = u64_at(bytes, q);
-                        q += 8;
+                        q = add(q, 8);
                     }
                     true
                 };
@@ -169,7 +184,7 @@ pub fn read_directory(path: &Path, bytes: &[u8]) -> Result<Vec<Entry>> {
                     return Err(Error::corrupt_at(path, e as u64, format!("short zip64 extra field in entry '{name}'")));
                 }
             }
-            e = body + sz;
+            e = add(body, sz);
         }
         // Local header gives the real data offset.
         if hdr.checked_add(30).map_or(true, |x| x > cd_offset) {
@@ -179,7 +194,8 @@ pub fn read_directory(path: &Path, bytes: &[u8]) -> Result<Vec<Entry>> {
         if u32_at(bytes, h) != LFH_SIG {
             return Err(Error::corrupt_at(path, hdr, format!("bad local header signature for entry '{name}'")));
         }
-        let data_offset = hdr + 30 + u16_at(bytes, h + 26) as u64 + u16_at(bytes, h + 28) as u64;
+        // hdr + 30 <= cd_offset (checked above); two u16 lengths cannot overflow u64 after that
+        let data_offset = hdr.saturating_add(30).saturating_add(u16_at(bytes, add(h, 26)) as u64).saturating_add(u16_at(bytes, add(h, 28)) as u64);
         let data_end = data_offset.checked_add(csize).unwrap_or(u64::MAX);
         if data_end > cd_offset {
             return Err(Error::corrupt_at(
@@ -198,6 +214,7 @@ pub fn read_directory(path: &Path, bytes: &[u8]) -> Result<Vec<Entry>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)]
 pub(crate) mod testzip {
     //! A tiny stored-zip writer for unit tests (optionally all-zip64, optionally padded like torch).
     pub fn write(entries: &[(&str, &[u8])], zip64: bool, align: usize) -> Vec<u8> {
@@ -278,6 +295,7 @@ pub(crate) mod testzip {
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
     use std::path::Path;

@@ -22,7 +22,7 @@ from .errors import (
     ShardNotFoundError,
     UnsupportedFormatError,
 )
-from .pt import TensorInfo, inspect_pt, load_pt
+from .pt import TensorInfo, get_limits, inspect_pt, load_pt, set_limits
 from .shards import LatentShardLoader, verify
 from .video import VideoClipLoader, frames_to_model_input, frames_to_model_input_reference
 
@@ -30,6 +30,8 @@ __all__ = [
     "load_pt",
     "inspect_pt",
     "TensorInfo",
+    "set_limits",
+    "get_limits",
     "LatentShardLoader",
     "verify",
     "VideoClipLoader",

@@ -13,8 +13,11 @@ from typing import Any, Dict, Optional, Tuple, Union
 import torch
 
 from vqfast import _io
+from vqfast.errors import InputError
 
-__all__ = ["load_pt", "inspect_pt", "TensorInfo"]
+from .errors import CorruptShardError, ShardError
+
+__all__ = ["load_pt", "inspect_pt", "TensorInfo", "set_limits", "get_limits"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -33,6 +36,10 @@ class _Factory:
             base = torch.from_numpy(array)  # (nbytes,) uint8
             if base.numel() <= 1:
                 base = base.as_strided((base.numel(),), (1,))  # numpy may report stride 0 here
+            if base.data_ptr() % 16:
+                # Not aligned for every dtype (legacy files, archives re-zipped without torch's
+                # padding): copy once, so every view of this storage still shares one buffer.
+                base = base.clone()
             self._storages[key] = base
         return base
 
@@ -41,11 +48,10 @@ class _Factory:
         torch_dtype = getattr(torch, dtype)
         base = self._storage(key)
         itemsize = torch.empty((), dtype=torch_dtype).element_size()
-        if base.data_ptr() % itemsize:
-            # Not aligned for the dtype (an archive re-zipped without torch's padding): copy once.
-            base = base.clone()
-            self._storages[key] = base
-        typed = base.view(torch_dtype)  # (numel,) in the storage's dtype
+        # Rust checked that the entry is a whole number of elements and holds the view; view
+        # only whole elements anyway (a storage shared by views of several dtypes).
+        usable = base.numel() - base.numel() % itemsize
+        typed = (base if usable == base.numel() else base[:usable]).view(torch_dtype)  # (numel,)
         t = typed.as_strided(size, stride, offset)
         if parameter:
             return torch.nn.Parameter(t, requires_grad=requires_grad)
@@ -75,8 +81,56 @@ def load_pt(path: PathLike) -> Any:
     truncated, deflated or big-endian files and for any pickle global or opcode outside the
     ``weights_only`` allow-list. Nothing in the file is ever executed.
     """
-    archive = _io.PtArchive(os.fspath(path))
-    return archive.build(_Factory(archive))
+    fspath = os.fspath(path)
+    archive = _io.PtArchive(fspath)
+    try:
+        return archive.build(_Factory(archive))
+    except ShardError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure after validation names the file
+        # Rust validated the structure; what torch still refuses while building the objects
+        # (torch.device('bogus'), a negative device index, ...) is a property of the file.
+        raise _corrupt(fspath, f"{type(exc).__name__} while building the loaded object: {exc}") from exc
+
+
+def _corrupt(path: str, reason: str) -> CorruptShardError:
+    err = CorruptShardError(f"{path}: {reason}")
+    err.path, err.location, err.reason, err.kind = path, None, reason, "corrupt"
+    return err
+
+
+_LIMIT_NAMES = ("max_nodes", "max_bytes", "max_depth", "max_frame_pixels")
+
+
+def get_limits() -> Dict[str, int]:
+    """The reader limits now in force (process-wide), see :func:`set_limits`."""
+    return dict(zip(_LIMIT_NAMES, _io.get_limits(), strict=True))
+
+
+def set_limits(*, max_nodes: Optional[int] = None, max_bytes: Optional[int] = None,
+               max_depth: Optional[int] = None, max_frame_pixels: Optional[int] = None) -> Dict[str, int]:
+    """Change the limits that bound what one hostile file can make the readers do; returns the old ones.
+
+    * ``max_nodes`` (default 2**24): values the pickle VM of a ``.pt`` may build (every pushed
+      value and every element copied counts; a shared reference counts once as a value).
+    * ``max_bytes`` (default 2**30): str/bytes/int payload bytes a pickle may materialise.
+    * ``max_depth`` (default 200, at most 1000): container nesting of a loaded object.
+    * ``max_frame_pixels`` (default 2**28): width x height of one JPEG/PNG frame, checked from
+      its header before any buffer is allocated.
+
+    A file that exceeds one raises ``ShardError`` (``FrameDecodeError`` for frames) naming it.
+    Process-wide; loaders read them when they parse a file.
+    """
+    old = get_limits()
+    new = dict(old)
+    for name, value in (("max_nodes", max_nodes), ("max_bytes", max_bytes), ("max_depth", max_depth),
+                        ("max_frame_pixels", max_frame_pixels)):
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise InputError(f"{name} must be a positive int, got {value!r}")
+            new[name] = value
+    _io.set_limits(new["max_nodes"], new["max_bytes"], new["max_depth"], new["max_frame_pixels"])
+    return old
 
 
 @dataclass(frozen=True)
@@ -105,7 +159,8 @@ def inspect_pt(path: PathLike) -> Dict[str, TensorInfo]:
     Keys are dotted paths into nested containers (``"state_dict.encoder.weight"``, ``"layers.0"``).
     """
     archive = _io.PtArchive(os.fspath(path))
-    out: Dict[str, TensorInfo] = {}
-    for key, dtype, size, stride, offset, storage, requires_grad, parameter in archive.tensors():
-        out[key] = TensorInfo(getattr(torch, dtype), tuple(size), tuple(stride), offset, storage, requires_grad, parameter)
-    return out
+    paths, slots, specs = archive.tensors()
+    infos = [TensorInfo(getattr(torch, dtype), tuple(size), tuple(stride), offset, storage, requires_grad, parameter)
+             for dtype, size, stride, offset, storage, requires_grad, parameter in specs]
+    # A tensor the file references from several places is one TensorInfo under each path.
+    return dict(zip(paths, (infos[i] for i in slots), strict=True))
