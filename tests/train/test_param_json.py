@@ -215,6 +215,12 @@ def test_a_file_that_is_not_a_pipeline_checkpoint_exits_2(tmp_path, capsys):
     assert _run(_write(tmp_path, obj), tmp_path / "run") == 2
     err = capsys.readouterr().err
     assert "is not a seed-002 pipeline checkpoint" in err and str(bad) in err
+    # a state_dict of another model (e.g. the original VqVae's module names): exit 2 naming the keys
+    torch.save({"steps": 1, "state_dict": {"encoder.model.0.weight": torch.zeros(1)}, "optimizer": {},
+                "scheduler": {}}, bad)
+    assert _run(_write(tmp_path, obj), tmp_path / "run2") == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "does not match the VQModel" in err and "encoder.model.0.weight" in err
 
 
 def test_param_json_pipeline_defaults_and_switches(tmp_path):
