@@ -54,3 +54,13 @@ def test_out_of_range_values_fail_before_training_naming_the_key(tmp_path, name,
     with pytest.raises(ConfigError, match=key.replace(".", r"\.") + "=.*must be"):
         load_config(name, [f"{key}={value}", f"run_dir={tmp_path / 'never'}"])
     assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shipped_configs_ask_for_synthetic_data_and_no_data_is_an_error(name):
+    """Synthetic data only when asked: every shipped file says data.synthetic: true; without it the config fails
+    naming the key to set (data is never substituted)."""
+    from vqfast.train.config.sources import SHIPPED_DIR, read_file
+    assert read_file(SHIPPED_DIR / name)["data"]["synthetic"] is True
+    with pytest.raises(ConfigError, match=r"is unset: set .*data\.synthetic: true"):
+        load_config(name, ["data.synthetic=false"])

@@ -2,6 +2,8 @@
 checkpoint, run through ``python -m vqfast.train`` for 2 CPU steps, using the user's data and weights."""
 import json
 import logging
+import sys
+import types
 
 import pytest
 import torch
@@ -53,13 +55,39 @@ def _metric_keys(run_dir) -> set:
     return {k for line in (run_dir / "metrics.jsonl").read_text().splitlines() for k in json.loads(line)}
 
 
-def test_video_folders_of_data_process_are_trained_on_at_the_model_resolution(tmp_path, capsys):
+class FakeWandb(types.ModuleType):
+    """Records what a wandb run is given (wandb itself is not a dependency)."""
+
+    def __init__(self):
+        super().__init__("wandb")
+        self.inits, self.logged, self.finished = [], [], 0
+
+    def init(self, **kwargs):
+        self.inits.append(kwargs)
+        return self
+
+    def log(self, record, step=None):
+        self.logged.append((step, record))
+
+    def finish(self):
+        self.finished += 1
+
+    def Image(self, array):
+        return ("image", array.shape)
+
+
+def test_video_folders_of_data_process_are_trained_on_at_the_model_resolution(tmp_path, capsys, monkeypatch):
     train_dir = make_video_folders(tmp_path / "videos" / "train", num_videos=2, num_frames=3, size=40, seed=1)
     val_dir = make_video_folders(tmp_path / "videos" / "vaild", num_videos=1, num_frames=3, size=40, seed=2)
     obj = taming_param_json()
     obj["data_process"] = {"train": str(train_dir), "vaild": str(val_dir)}
+    obj["use_wandb"] = True
+    fake = FakeWandb()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
     run_dir = tmp_path / "run"
-    assert _run(_write(tmp_path, obj), run_dir) == 0, capsys.readouterr().err
+    assert _run(_write(tmp_path, obj), run_dir, "train.log_every=1") == 0, capsys.readouterr().err
+    assert fake.inits[0]["project"] == "test" and fake.finished == 1  # use_wandb honoured: project_name
+    assert [step for step, rec in fake.logged if "train/total_loss" in rec] == [1, 2]
     r = _resolved(run_dir)
     assert r["data"]["root"] == str(train_dir) and r["data"]["val_root"] == str(val_dir)
     assert r["data"]["kind"] == "video" and r["data"]["clip_len"] == 2 and r["data"]["synthetic"] is False
@@ -187,6 +215,12 @@ def test_a_file_that_is_not_a_pipeline_checkpoint_exits_2(tmp_path, capsys):
     assert _run(_write(tmp_path, obj), tmp_path / "run") == 2
     err = capsys.readouterr().err
     assert "is not a seed-002 pipeline checkpoint" in err and str(bad) in err
+    # a state_dict of another model (e.g. the original VqVae's module names): exit 2 naming the keys
+    torch.save({"steps": 1, "state_dict": {"encoder.model.0.weight": torch.zeros(1)}, "optimizer": {},
+                "scheduler": {}}, bad)
+    assert _run(_write(tmp_path, obj), tmp_path / "run2") == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "does not match the VQModel" in err and "encoder.model.0.weight" in err
 
 
 def test_param_json_pipeline_defaults_and_switches(tmp_path):
@@ -212,3 +246,12 @@ def test_param_json_pipeline_defaults_and_switches(tmp_path):
     cfg = load_config(_write(tmp_path, obj))
     assert cfg.train.use_wandb and cfg.train.wandb_project == "test"
     assert cfg.model.remap == "used.npy" and cfg.model.unknown_index == "extra"
+
+
+def test_use_wandb_without_wandb_installed_warns(monkeypatch, caplog):
+    from vqfast.train.families.vq.pipeline import wandb_sinks
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb -> ImportError
+    cfg = load_config("param.json", ["train.use_wandb=true"])
+    with caplog.at_level(logging.WARNING, logger="vqfast"):
+        assert wandb_sinks(cfg, "unused") == []
+    assert "wandb is not installed" in caplog.text

@@ -12,8 +12,9 @@ The engine (``vqfast.train.engine.loop``) calls every hook of ``Task`` unconditi
 4. per batch: ``prepare_batch(batch, step)`` → (what ``training_step`` takes, samples in it), then
    ``training_step(batch, step)`` → detached 0-dim tensors (no host sync); every ``log_every`` steps
    ``codebook_stats()``; every ``sample_every`` steps (rank 0) ``sample(run_dir, step, writer)`` → scalars.
-   ``initial_step()`` (fresh runs) gives the first step; ``metric_sinks(run_dir)`` extra metric writers.
-5. checkpoints hold ``modules()``, ``optimizers()``, ``schedulers()`` and ``extra_state()``; ``--resume``
+   Rank 0 also hands every logged record to ``metric_sinks(run_dir)`` (e.g. wandb).
+5. a fresh run starts at ``initial_step()`` (0, or the step of a foreign checkpoint the config resumes);
+   checkpoints hold ``modules()``, ``optimizers()``, ``schedulers()`` and ``extra_state()``; ``--resume``
    restores them and calls ``load_extra_state``; ``export_state()`` feeds ``model.safetensors``;
    ``summary(last)`` picks the scalars of the CLI's final JSON line; under torchrun ``wrap_ddp(wrap_fn)``.
 

@@ -371,7 +371,10 @@ class VQConfig(RunConfig):
         gan = isinstance(self.loss, GAN_LOSSES)
         problems(*derive_image_keys(self.model, self.loss if gan else None, self.data.size),
                  (gan or not self.train.use_gan,
-                  "train.use_gan=true needs loss.kind=vqlpips or losscalculator (the mse loss has no discriminator)"))
+                  "train.use_gan=true needs loss.kind=vqlpips or losscalculator (the mse loss has no discriminator)"),
+                 (not isinstance(self.loss, PipelineGANLossConfig) or self.train.use_gan is not False,
+                  "loss.kind=losscalculator is the pipeline's use_gan path; without a GAN the pipeline trains "
+                  "mse + vq: set loss.kind=mse (vq_weight 1.0) instead of train.use_gan=false"))
         if self.train.use_gan is None:
             self.train.use_gan = gan
 

@@ -167,10 +167,14 @@ def _translate_taming(model_args: dict, canonical: str, out: dict, errors: list[
                       taming_loss: bool) -> int | None:
     """taming ``model_args`` → model (and loss); returns ``ddconfig.resolution`` (it sets data.size)."""
     model = out["model"]
-    variant = str(model_args.get("model_variant", "VQModel"))
+    variant = str(model_args.get("model_variant", "EMAVQ" if canonical == "emavq" else "VQModel"))
     if variant.lower() not in ("vqmodel", "emavq"):
         errors.append(f"model_args.model_variant={variant!r} in {where}: allowed 'VQModel', 'EMAVQ'")
-    model["type"] = "emavq" if (variant.lower() == "emavq" or canonical == "emavq") else "vqgan"
+    if canonical == "emavq" and "model_variant" not in model_args:
+        log.warning("param.json: model_type EMAVQ without model_args.model_variant: vqfast builds EMAVQ as the name "
+                    "says (the pipeline's adapter reads only model_variant and would build a VQModel); set "
+                    "model_variant: VQModel for that")
+    model["type"] = "emavq" if variant.lower() == "emavq" else "vqgan"  # model_variant decides, as the adapter
     resolution = None
     for key, value in model_args.items():
         if key not in _TAMING_ARGS:

@@ -52,11 +52,15 @@ def split_state_dict(sd: dict) -> tuple[dict, dict, list[str]]:
 
 
 def _load(target: torch.nn.Module | torch.optim.Optimizer, state: dict, what: str, path: str) -> None:
+    if isinstance(target, torch.nn.Module):
+        own = set(target.state_dict())
+        missing, unexpected = sorted(own - set(state)), sorted(set(state) - own)
+        if missing or unexpected:
+            raise CheckpointError(f"{KEY}={path!r}: {what} does not match the {type(target).__name__} built from the "
+                                  f"config: {len(missing)} missing key(s) (e.g. {missing[:3]}), {len(unexpected)} "
+                                  f"unexpected (e.g. {unexpected[:3]})")
     try:
-        if isinstance(target, torch.nn.Module):
-            target.load_state_dict(state, strict=True)
-        else:
-            target.load_state_dict(state)
+        target.load_state_dict(state)
     except (RuntimeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{KEY}={path!r}: {what} does not match the one built from the config: "
                               f"{str(exc).splitlines()[0][:300]}") from exc

@@ -81,7 +81,9 @@ class VQTask(TaskBase):
             self.opt_disc = optim.adam(self.discriminator.parameters(), t.disc_lr or self.lr, t.disc_betas,
                                        t.weight_decay)
             self.sched_disc = optim.scheduler(self.opt_disc, t, decay=t.decay_disc_lr)
-        self.usage = CodeUsage(self.model.vocab_size, device)
+        # taming remap "extra" adds one code to the returned vocabulary
+        self.usage = CodeUsage(max(self.model.vocab_size, *(getattr(q, "re_embed", 0) for q in self.model.quantizers)),
+                               device)
         self._ae = self.model.vq_forward  # the DDP wrapper in wrap_ddp
         self._ae_ddp = self._disc_ddp = None
         log.info("task %s: model %s (%.2fM params), loss %s, lr %.3g, gan %s", self.name, type(self.model).__name__,
