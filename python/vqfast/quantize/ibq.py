@@ -23,12 +23,13 @@ from vqfast.quantize.base import Layout, QuantizerBase, ddp_active
 class IBQ(QuantizerBase):
     def __init__(self, n_embed: int, embed_dim: int, beta: float = 0.25, backend: str = "auto", *,
                  layout: Layout = "channels_first", sane_index_shape: bool = False, dead_code_steps: int = 100,
-                 restart_dead_codes: bool = False, kmeans_init: bool = False, kmeans_iters: int = 10,
+                 restart_dead_codes: bool = False, kmeans_init: bool = False, kmeans_iters: int = 10, kmeans_init_method: str = "random",
                  usage_decay: float = 0.99, sync_ddp: bool = True):
         super().__init__(n_embed, embed_dim, beta, backend=backend, precision="ieee", layout=layout,
                          sane_index_shape=sane_index_shape, dead_code_steps=dead_code_steps,
                          restart_dead_codes=restart_dead_codes, kmeans_init=kmeans_init,
-                         kmeans_iters=kmeans_iters, usage_decay=usage_decay, sync_ddp=sync_ddp)
+                         kmeans_iters=kmeans_iters, usage_decay=usage_decay, sync_ddp=sync_ddp,
+                         kmeans_init_method=kmeans_init_method)
         self.embedding = nn.Embedding(self.n_embed, self.embed_dim)   # N(0, 1) as SEED-Voken's nn.Embedding
 
     def _lookup(self, z_flat):
