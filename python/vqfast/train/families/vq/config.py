@@ -112,6 +112,8 @@ class RVQQuantizerConfig:
     decay: float = bounded(0.8, ge=0, le=1)
     commitment_weight: float = bounded(1.0, ge=0)
     rotation_trick: bool = False
+    beam_size: int = bounded(1, ge=1)
+    """Beam search over residual paths (1 = greedy per-stage argmin)."""
 
 
 @dataclass

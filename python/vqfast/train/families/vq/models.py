@@ -50,7 +50,8 @@ def build_quantizer(m: VQGANModelConfig, backend: str) -> nn.Module:
     if q.type == "rvq":
         return ResidualVQ(q.num_quantizers, K, D, shared_codebook=q.shared_codebook,
                           quantize_dropout=q.quantize_dropout, ema_update=q.ema_update, decay=q.decay,
-                          commitment_weight=q.commitment_weight, rotation_trick=q.rotation_trick, backend=backend)
+                          commitment_weight=q.commitment_weight, rotation_trick=q.rotation_trick, beam_size=q.beam_size,
+                          backend=backend)
     if q.type == "simvq":
         return SimVQ(D, K, rotation_trick=q.rotation_trick,
                      input_to_quantize_commit_loss_weight=q.input_to_quantize_commit_loss_weight,
