@@ -6,7 +6,6 @@ from helpers import BACKENDS, triton_runnable
 from vqfast.errors import InputError
 from vqfast.ops import binary_entropy as be
 
-
 SHAPES = [(1, 1), (7, 3), (37, 6), (1000, 7), (1823, 9)]
 CASES = [("torch", N, d) for N, d in SHAPES] + [  # the interpreter is slow: the Triton cases stay small
     pytest.param("triton", N, d, marks=BACKENDS[1].marks, id=f"triton-{N}-{d}") for N, d in [(1, 1), (7, 3), (37, 6), (1000, 4), (100, 9)]]
