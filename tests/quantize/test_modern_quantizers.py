@@ -200,6 +200,19 @@ def test_rotation_trick_matches_vector_quantize_pytorch_and_gradcheck():
         assert z.grad is not None
 
 
+def test_ibq_entropy_loss_option_matches_seed_voken():
+    from vqfast.ops.ibq_soft import ibq_entropy_loss_reference
+    torch.manual_seed(0)
+    q = IBQ(37, 5, use_entropy_loss=True, entropy_temperature=0.1, entropy_loss_weight=0.5)
+    z = torch.randn(2, 5, 3, 4)
+    _, loss, _ = q(z)
+    w = q.embedding.weight.detach()
+    _, base, _ = seed_voken_ibq(z, w, 0.25)
+    ent, _, _ = ibq_entropy_loss_reference(z.movedim(1, -1).reshape(-1, 5), w, temperature=0.1)
+    torch.testing.assert_close(loss, base + 0.5 * ent)
+    assert "codebook_entropy" in q.codebook_metrics()
+
+
 def seed_voken_ibq(z, weight, beta):
     """SEED-Voken IndexPropagationQuantize.forward, training branch, as written (z: (B, D, H, W))."""
     logits = torch.einsum("bdhw,nd->bnhw", z, weight)

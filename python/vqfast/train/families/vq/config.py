@@ -129,6 +129,12 @@ class SimVQQuantizerConfig:
 class IBQQuantizerConfig:
     """IBQ (``ibq``, SEED-Voken): model.n_embed codes, β from model.beta."""
     type: Literal["ibq"] = "ibq"
+    use_entropy_loss: bool = False
+    """SEED-Voken's entropy loss over softmax(z E^T / entropy_temperature), streamed (never N x K)."""
+    entropy_temperature: float = bounded(0.01, gt=0)
+    sample_minimization_weight: float = bounded(1.0, ge=0)
+    batch_maximization_weight: float = bounded(1.0, ge=0)
+    entropy_loss_weight: float = bounded(1.0, ge=0)
 
 
 QuantizerConfig = Union[VQQuantizerConfig, EMAQuantizerConfig, FSQQuantizerConfig, RFSQQuantizerConfig,

@@ -56,7 +56,9 @@ def build_quantizer(m: VQGANModelConfig, backend: str) -> nn.Module:
         return SimVQ(D, K, rotation_trick=q.rotation_trick,
                      input_to_quantize_commit_loss_weight=q.input_to_quantize_commit_loss_weight,
                      commitment_weight=q.commitment_weight, backend=backend)
-    return IBQ(K, D, beta=m.beta, backend=backend)
+    return IBQ(K, D, beta=m.beta, backend=backend, use_entropy_loss=q.use_entropy_loss,
+               entropy_temperature=q.entropy_temperature, sample_minimization_weight=q.sample_minimization_weight,
+               batch_maximization_weight=q.batch_maximization_weight, entropy_loss_weight=q.entropy_loss_weight)
 
 
 def load_taming_checkpoint(model: nn.Module, path: str, ignore_keys, key: str) -> None:
