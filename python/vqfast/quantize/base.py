@@ -18,15 +18,13 @@ from vqfast.errors import InputError
 from vqfast.ops import codebook_health_, nearest_code
 from vqfast.ops._dispatch import check_backend_name
 from vqfast.ops.nearest_code import PRECISIONS
+from vqfast.quantize._dist import ddp_active
+from vqfast.quantize.kmeans import kmeans
 
 log = logging.getLogger("vqfast")
 
 Layout = Literal["channels_first", "channels_last"]
 _HEALTH_BUFFERS = ("steps_unused", "usage_ema", "restarted_codes", "initted")
-
-
-def ddp_active() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 class QuantizerBase(nn.Module):
@@ -153,8 +151,6 @@ class QuantizerBase(nn.Module):
     def _kmeans(self, z_flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """k-means (vqfast.quantize.kmeans) on this batch, all ranks' rows under DDP (identical result on every
         rank): (centroids (K, D) fp32, counts (K,)); random draws from torch's RNG (rank 0's under DDP)."""
-        from vqfast.quantize.kmeans import kmeans
-
         return kmeans(z_flat.detach(), self.n_embed, iters=max(1, self.kmeans_iters), init=self.kmeans_init_method,
                       backend=self.backend, sync_ddp=self.sync_ddp)
 

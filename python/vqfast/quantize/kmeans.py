@@ -23,7 +23,7 @@ import torch.distributed as dist
 from vqfast.errors import InputError
 from vqfast.ops import nearest_code
 from vqfast.ops.ema_update import segment_stats
-from vqfast.quantize.base import ddp_active
+from vqfast.quantize._dist import ddp_active
 
 Init = Literal["random", "kmeans++"]
 
