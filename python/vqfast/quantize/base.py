@@ -1,7 +1,8 @@
 """Shared machinery of the quantizers: layouts, codebook health, dead-code restart, k-means init, DDP sync.
 
 Health is tracked on device with no host sync: per-code `steps_unused` counters, an EMA of usage, and
-cumulative restarts; k-means init over all ranks' rows (vqfast.quantize.kmeans); `codebook_metrics()` returns 0-dim tensors the trainer reads at log time.
+cumulative restarts; k-means init over all ranks' rows (vqfast.quantize.kmeans);
+`codebook_metrics()` returns 0-dim tensors the trainer reads at log time.
 Health buffers are persistent (exact resume) but optional on load, so taming checkpoints that only hold
 `embedding.*` load with strict=True.
 """

@@ -39,7 +39,8 @@ class EMAVectorQuantizer(QuantizerBase):
     def __init__(self, n_embed: int, embed_dim: int, beta: float = 0.25, decay: float = 0.99, eps: float = 1e-5,
                  backend: str = "auto", *, precision: str = "ieee", layout: Layout = "channels_first",
                  sane_index_shape: bool = False, deterministic: bool = False, dead_code_steps: int = 100,
-                 restart_dead_codes: bool = False, kmeans_init: bool = False, kmeans_iters: int = 10, kmeans_init_method: str = "random",
+                 restart_dead_codes: bool = False, kmeans_init: bool = False, kmeans_iters: int = 10,
+                 kmeans_init_method: str = "random",
                  usage_decay: float = 0.99, sync_ddp: bool = True, rotation_trick: bool = False):
         if not 0.0 <= decay <= 1.0:
             raise InputError(f"EMAVectorQuantizer: decay={decay} must be in [0, 1]")

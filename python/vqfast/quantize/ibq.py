@@ -25,7 +25,8 @@ from vqfast.quantize.base import Layout, QuantizerBase, ddp_active
 class IBQ(QuantizerBase):
     def __init__(self, n_embed: int, embed_dim: int, beta: float = 0.25, backend: str = "auto", *,
                  layout: Layout = "channels_first", sane_index_shape: bool = False, dead_code_steps: int = 100,
-                 restart_dead_codes: bool = False, kmeans_init: bool = False, kmeans_iters: int = 10, kmeans_init_method: str = "random",
+                 restart_dead_codes: bool = False, kmeans_init: bool = False, kmeans_iters: int = 10,
+                 kmeans_init_method: str = "random",
                  usage_decay: float = 0.99, sync_ddp: bool = True, use_entropy_loss: bool = False,
                  entropy_temperature: float = 0.01, sample_minimization_weight: float = 1.0,
                  batch_maximization_weight: float = 1.0, entropy_loss_weight: float = 1.0):
