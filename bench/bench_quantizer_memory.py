@@ -3,7 +3,7 @@
 figures are measured at a scaled-down shape as the peak RSS growth of a fresh subprocess (the allocator
 returns big blocks to the OS, so RSS growth ~ peak tensor bytes).
 
-    python bench/bench_quantizer_memory.py           # prints the table
+    python bench/bench_quantizer_memory.py [entropy ibq ibq_entropy]   # prints the table
     pytest bench/bench_quantizer_memory.py -s        # the same, asserting the O(N + K) behaviour
 """
 from __future__ import annotations
@@ -40,8 +40,12 @@ else:
     from vqfast.ops import nearest_code                      # argmax z.E without an N x K table
     idx = nearest_code(z.detach(), E.detach(), codebook_sqnorm=torch.zeros(K, device=dev), check_values=False)[0]
     go = torch.randn(N, D, device=dev, generator=g)
-    fn = ib.ibq_soft if provider == "streamed" else ib.ibq_soft_reference
-    run = lambda: (fn(z, E, idx) * go).sum().backward()
+    if kind == "ibq":
+        fn = ib.ibq_soft if provider == "streamed" else ib.ibq_soft_reference
+        run = lambda: (fn(z, E, idx) * go).sum().backward()
+    else:  # ibq_entropy: SEED-Voken's entropy loss over softmax(z E^T / T)
+        fn = ib.ibq_entropy_loss if provider == "streamed" else ib.ibq_entropy_loss_reference
+        run = lambda: fn(z, E, temperature=0.01)[0].backward()
 if dev == "cuda":
     torch.cuda.synchronize(); base = torch.cuda.memory_allocated(); torch.cuda.reset_peak_memory_stats()
 else:
@@ -63,9 +67,11 @@ def measure(kind: str, provider: str, shape) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def table() -> list[dict]:
+def table(only=None) -> list[dict]:
     rows = []
-    for kind, shapes in (("entropy", ENTROPY), ("ibq", IBQ)):
+    for kind, shapes in (("entropy", ENTROPY), ("ibq", IBQ), ("ibq_entropy", IBQ)):
+        if only and kind not in only:
+            continue
         for shape in shapes:
             s = {p: measure(kind, p, shape) for p in ("streamed", "eager")}
             rows.append({"op": kind, "shape": shape, "streamed_mb": s["streamed"]["peak_mb"],
@@ -75,16 +81,16 @@ def table() -> list[dict]:
 
 
 def render(rows) -> str:
-    lines = [f"{'op':8} {'shape':22} {'streamed MB':>12} {'eager MB':>10} {'ratio':>7} {'streamed ms':>12} {'eager ms':>9}"]
+    lines = [f"{'op':12} {'shape':22} {'streamed MB':>12} {'eager MB':>10} {'ratio':>7} {'streamed ms':>12} {'eager ms':>9}"]
     for r in rows:
         ratio = r["streamed_mb"] / max(r["eager_mb"], 1e-9)
-        lines.append(f"{r['op']:8} {str(r['shape']):22} {r['streamed_mb']:12.1f} {r['eager_mb']:10.1f} "
+        lines.append(f"{r['op']:12} {str(r['shape']):22} {r['streamed_mb']:12.1f} {r['eager_mb']:10.1f} "
                      f"{ratio:7.3f} {r['streamed_ms']:12.1f} {r['eager_ms']:9.1f}")
     return "\n".join(lines)
 
 
 def test_streamed_memory_grows_like_n_plus_k_not_n_times_k():
-    rows = table()
+    rows = table(["entropy", "ibq"])
     print("\n" + render(rows))
     by = {(r["op"], tuple(r["shape"])): r for r in rows}
     if not CUDA:
@@ -98,5 +104,5 @@ def test_streamed_memory_grows_like_n_plus_k_not_n_times_k():
 
 if __name__ == "__main__":
     t = time.perf_counter()
-    print(render(table()))
+    print(render(table(sys.argv[1:])))                               # optional op names: entropy ibq ibq_entropy
     print(f"({'cuda' if CUDA else 'cpu'}, {time.perf_counter() - t:.1f} s)")

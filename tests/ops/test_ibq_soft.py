@@ -52,3 +52,23 @@ def test_dispatch_limits():
             ib.ibq_soft(z, E, idx, backend="triton")
     with pytest.raises(InputError):
         ib.ibq_soft(z.float(), E, idx)                                 # mixed dtypes
+
+
+@pytest.mark.parametrize("N,K,D", [(1, 1, 3), (7, 5, 4), (37, 100, 8), (1000, 7, 3)])
+def test_entropy_loss_matches_seed_voken_and_gradcheck(N, K, D, monkeypatch):
+    monkeypatch.setattr(ib, "_TILE_ELEMENTS", 256)
+    g = torch.Generator().manual_seed(N + 3 * K)
+    z = torch.randn(N, D, generator=g, dtype=torch.float64, requires_grad=True)
+    E = torch.randn(K, D, generator=g, dtype=torch.float64, requires_grad=True)
+    kw = dict(temperature=0.5, sample_minimization_weight=1.0, batch_maximization_weight=0.7)
+    loss, hs, hb = ib.ibq_entropy_loss(z, E, **kw)
+    rloss, rhs, rhb = ib.ibq_entropy_loss_reference(z, E, **kw)
+    torch.testing.assert_close(loss, rloss)
+    torch.testing.assert_close(hs, rhs)
+    torch.testing.assert_close(hb, rhb)
+    a = torch.autograd.grad(loss, (z, E))
+    b = torch.autograd.grad(rloss, (z, E))
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x, y)
+    if N * K <= 100:
+        assert torch.autograd.gradcheck(lambda z, E: ib.ibq_entropy_loss(z, E, **kw)[0], (z, E))

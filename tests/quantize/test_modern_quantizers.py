@@ -200,6 +200,19 @@ def test_rotation_trick_matches_vector_quantize_pytorch_and_gradcheck():
         assert z.grad is not None
 
 
+def test_ibq_entropy_loss_option_matches_seed_voken():
+    from vqfast.ops.ibq_soft import ibq_entropy_loss_reference
+    torch.manual_seed(0)
+    q = IBQ(37, 5, use_entropy_loss=True, entropy_temperature=0.1, entropy_loss_weight=0.5)
+    z = torch.randn(2, 5, 3, 4)
+    _, loss, _ = q(z)
+    w = q.embedding.weight.detach()
+    _, base, _ = seed_voken_ibq(z, w, 0.25)
+    ent, _, _ = ibq_entropy_loss_reference(z.movedim(1, -1).reshape(-1, 5), w, temperature=0.1)
+    torch.testing.assert_close(loss, base + 0.5 * ent)
+    assert "codebook_entropy" in q.codebook_metrics()
+
+
 def seed_voken_ibq(z, weight, beta):
     """SEED-Voken IndexPropagationQuantize.forward, training branch, as written (z: (B, D, H, W))."""
     logits = torch.einsum("bdhw,nd->bnhw", z, weight)
@@ -260,3 +273,32 @@ def test_constructor_errors():
     with pytest.raises(InputError):
         ResidualVQ(0, 8, 3)
     assert math.isclose(LFQ(18).codebook_size, 2 ** 18)
+
+
+def test_residual_vq_beam_search_greedy_exhaustive_and_training():
+    torch.manual_seed(0)
+    q = ResidualVQ(2, 4, 3, layout="channels_last", ema_update=False).eval()
+    x = torch.randn(1, 50, 3)
+    _, _, (_, _, greedy) = q(x)
+    q.beam_size = 1
+    assert torch.equal(q.beam_search(x[0]), greedy)
+    q.beam_size = 16                                                  # >= K^Q: exhaustive
+    best = q.beam_search(x[0])
+    W0, W1 = q.layers[0].embedding.weight, q.layers[1].embedding.weight
+    cand = (W0[:, None, :] + W1[None, :, :]).reshape(16, 3)
+    brute = torch.cdist(x[0], cand).argmin(1)
+    torch.testing.assert_close(((x[0] - W0[best[:, 0]] - W1[best[:, 1]]) ** 2).sum(1),
+                               ((x[0] - cand[brute]) ** 2).sum(1))
+    q.beam_size = 4
+    zq, _, (_, _, idx) = q(x)
+    err_beam = ((zq - x) ** 2).sum(-1).mean()
+    zg = W0[greedy[:, 0]] + W1[greedy[:, 1]]
+    assert err_beam <= ((zg - x[0]) ** 2).sum(-1).mean() + 1e-6
+    qt = ResidualVQ(3, 8, 3, beam_size=3, decay=0.9)                  # EMA stages, training
+    z = torch.randn(2, 3, 4, 4, requires_grad=True)
+    w_before = qt.layers[0].embedding.weight.clone()
+    zq, loss, (_, _, idx) = qt(z)
+    (zq.sum() + loss).backward()
+    assert idx.shape == (32, 3) and z.grad is not None and not torch.equal(w_before, qt.layers[0].embedding.weight)
+    with pytest.raises(InputError, match="beam_size"):
+        ResidualVQ(2, 8, 3, beam_size=2, kmeans_init=True)

@@ -12,7 +12,9 @@ splitting the bits into a high half (h bits) and a low half (l bits), p_n(c) = P
 and A = (P^hi)^T P^lo / N is one (2^h x N) @ (N x 2^l) matmul, streamed over chunks of samples.
 Backward, with W_c = -(log A_c + 1) g:  dP^hi = P^lo W^T / N,  dP^lo = P^hi W / N, and through
 log P^hi[n, j] = sum_{b<h} (bit_b(j) L_nb - softplus(L_nb)):  dL_nb = sum_j dP_nj P_nj (bit_b(j) - sigma(L_nb)).
-Only L (N, d) and A (K,) are saved; the P chunks are recomputed. Extra memory O(N d + K + chunk 2^(d/2)).
+Only L (N, d) and A (K,) are saved; the P chunks are recomputed. Extra memory O(N d + K + chunk 2^(d/2))
+on the torch path (chunked cuBLAS matmuls); the Triton kernels (vqfast.kernels.binary_entropy) build the P
+tiles in registers from the code index: O(N d + K).
 
 The entropies are exact (0 log 0 = 0); vector-quantize-pytorch clamps p at 1e-5 inside the log and BSQ-ViT
 adds 1e-8, which differ from the exact value by at most K * 1e-5 resp. K * 1e-8.
@@ -28,9 +30,9 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from vqfast.errors import BackendError, InputError
+from vqfast.errors import InputError
 from vqfast.ops._checks import check_tensor
-from vqfast.ops._dispatch import check_backend_name
+from vqfast.ops._dispatch import check_backend_name, resolve_backend
 
 ReduceHook = Optional[Callable[[torch.Tensor], None]]
 _CHUNK_ELEMENTS = 1 << 22          # P^hi / P^lo chunk budget (elements)
@@ -106,19 +108,44 @@ class _CodebookEntropyFn(torch.autograd.Function):
         return dL, None
 
 
-def codebook_entropy(logits: torch.Tensor, *, backend: str = "auto", reduce_hook: ReduceHook = None):
-    """Exact entropy of the batch-mean code distribution A (2^d,), streamed (see module docstring).
+class _TritonFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, L, reduce_hook):
+        from vqfast.kernels.binary_entropy import be_fwd
 
-    logits: (N, d) per-bit logits L = 4 a t x. Returns (H(A) fp32 (fp64 for fp64 logits) scalar, differentiable w.r.t. logits;
-    A fp32 (2^d,) detached). backend: only the streaming PyTorch path exists (it is matmul-bound, so cuBLAS
-    runs it on a GPU); backend='triton' raises.
+        L = L.contiguous()
+        A = be_fwd(L)                                                   # (2^h, 2^l)
+        if reduce_hook is not None:
+            reduce_hook(A)
+        ctx.save_for_backward(L, A)
+        return -torch.special.xlogy(A, A).sum(), A.reshape(-1)
+
+    @staticmethod
+    def backward(ctx, g, _g_avg):
+        from vqfast.kernels.binary_entropy import be_bwd
+
+        L, A = ctx.saved_tensors
+        W = -(torch.log(A.clamp_min(torch.finfo(A.dtype).tiny)) + 1.0) * (g.float() / L.shape[0])
+        return be_bwd(L, W.contiguous()), None
+
+
+def codebook_entropy(logits: torch.Tensor, *, backend: str = "auto", reduce_hook: ReduceHook = None):
+    """Exact entropy of the batch-mean code distribution A (2^d,), without a (N, 2^d) table (module docstring).
+
+    logits: (N, d) per-bit logits L = 4 a t x. Returns (H(A) scalar, differentiable w.r.t. logits; A (2^d,)
+    detached), fp32 (fp64 for fp64 logits on the torch path). Dispatch: backend='triton' -> the fused kernels
+    (vqfast.kernels.binary_entropy; fp64 logits raise); 'auto' -> the kernels on CUDA for non-fp64 logits,
+    otherwise the chunked torch path; 'torch' -> the chunked torch path.
     """
     _validate(logits)
-    if check_backend_name(backend) == "triton":
-        raise BackendError("codebook_entropy: there is no Triton kernel for this op (its work is two cuBLAS "
-                           "matmuls per chunk); use backend='auto' or 'torch'")
+    be = resolve_backend(backend, logits, op="codebook_entropy")
+    if be == "triton" and logits.dtype == torch.float64:
+        if check_backend_name(backend) == "triton":
+            raise InputError("codebook_entropy: the Triton kernels take fp32/fp16/bf16 logits (computed in fp32), "
+                             "got float64; use backend='torch'")
+        be = "torch"                                                    # the documented 'auto' rule
     L = logits if logits.dtype == torch.float64 else logits.float()               # fp32 (fp64 kept for gradcheck)
-    H, A = _CodebookEntropyFn.apply(L, reduce_hook)
+    H, A = (_TritonFn if be == "triton" else _CodebookEntropyFn).apply(L, reduce_hook)
     return H, A.detach()
 
 

@@ -122,3 +122,21 @@ def ema_update_(cluster_size: torch.Tensor, embed_avg: torch.Tensor, weight: tor
     if reduce_hook is not None:
         reduce_hook(stats)
     ema_apply(cluster_size, embed_avg, weight, stats, float(decay), float(eps))
+
+
+@torch.no_grad()
+def segment_stats(z: torch.Tensor, idx: torch.Tensor, K: int, *, backend: str = "auto",
+                  deterministic: bool = False) -> torch.Tensor:
+    """Per-code sums and counts of the rows of z (N, D) assigned to idx (N,): fp32 (K, D+1), column D = counts.
+    The statistics pass of ema_update_ on its own (k-means' M-step); same kernel, same reference."""
+    check_tensor("segment_stats", "z", z, ndim=2)
+    check_tensor("segment_stats", "idx", idx, ndim=1, dtypes=(torch.int64, torch.int32))
+    if idx.shape[0] != z.shape[0] or int(K) < 1:
+        raise InputError(f"segment_stats: idx has {idx.shape[0]} entries for z of {z.shape[0]} rows, K={K}")
+    be = resolve_backend(backend, z, op="segment_stats")
+    if be == "torch":
+        return _reference_stats(z.detach(), idx, int(K), deterministic)
+    from vqfast.kernels.ema_update import ema_stats
+
+    z = z.detach() if z.stride(1) == 1 else z.detach().contiguous()
+    return ema_stats(z, idx.contiguous().long(), int(K), deterministic)

@@ -134,3 +134,93 @@ def ibq_soft_reference(z: torch.Tensor, codebook: torch.Tensor, idx: torch.Tenso
     soft = torch.softmax(z @ codebook.t(), dim=1)                      # (N, K)
     hard = torch.zeros_like(soft).scatter_(1, idx[:, None], 1.0)
     return (hard - soft.detach() + soft) @ codebook
+
+
+# ---- IBQ's entropy loss over the codebook softmax, streamed ---------------------------------------------
+class _EntropyStreamFn(torch.autograd.Function):
+    """s = z E^T / T.  H_n = lse_n - sum_k p_nk s_nk;  A_k = mean_n p_nk;  G = -sum_k A_k log(A_k + eps).
+    loss = w_s mean_n H_n - w_b G.  Backward, with c_k = dG/dA_k = -(log(A_k + eps) + A_k / (A_k + eps)) and
+    r_n = sum_k p_nk c_k:  dL/ds_nk = (w_s / N)(-p_nk (log p_nk + H_n)) - (w_b / N) p_nk (c_k - r_n)."""
+
+    @staticmethod
+    def forward(ctx, z, E, T, ws, wb, eps):
+        N, K = z.shape[0], E.shape[0]
+        nt, kt = _tiles(N, K)
+        lse = torch.empty(N, dtype=z.dtype, device=z.device)
+        H = torch.empty(N, dtype=z.dtype, device=z.device)
+        for s in range(0, N, nt):                                     # pass 1: lse and per-sample entropy
+            zc = z[s:s + nt] / T
+            m = torch.full((zc.shape[0],), -torch.inf, dtype=z.dtype, device=z.device)
+            l = torch.zeros_like(m)
+            t = torch.zeros_like(m)
+            for k in range(0, K, kt):
+                sc = zc @ E[k:k + kt].t()
+                m_new = torch.maximum(m, sc.max(1).values)
+                a = torch.exp(m - m_new)
+                p = torch.exp(sc - m_new[:, None])
+                l, t, m = l * a + p.sum(1), t * a + (p * sc).sum(1), m_new
+            lse[s:s + nt] = m + torch.log(l)
+            H[s:s + nt] = lse[s:s + nt] - t / l
+        A = torch.zeros(K, dtype=z.dtype, device=z.device)
+        for s in range(0, N, nt):                                     # pass 2: batch-mean distribution
+            zc = z[s:s + nt] / T
+            for k in range(0, K, kt):
+                A[k:k + kt] += torch.exp(zc @ E[k:k + kt].t() - lse[s:s + nt, None]).sum(0)
+        A /= N
+        G = -(A * torch.log(A + eps)).sum()
+        ctx.save_for_backward(z, E, lse, H, A)
+        ctx.c = (T, ws, wb, eps)
+        return ws * H.mean() - wb * G, H.mean().detach(), G.detach()
+
+    @staticmethod
+    def backward(ctx, g, _gh, _gg):
+        z, E, lse, H, A = ctx.saved_tensors
+        T, ws, wb, eps = ctx.c
+        N, K = z.shape[0], E.shape[0]
+        nt, kt = _tiles(N, K)
+        c = -(torch.log(A + eps) + A / (A + eps))                     # (K,)
+        g = g.to(z.dtype)
+        dz = torch.zeros_like(z)
+        dE = torch.zeros_like(E)
+        for s in range(0, N, nt):
+            zc = z[s:s + nt] / T
+            r = torch.zeros(zc.shape[0], dtype=z.dtype, device=z.device)
+            for k in range(0, K, kt):                                 # r_n = sum_k p c
+                r += torch.exp(zc @ E[k:k + kt].t() - lse[s:s + nt, None]) @ c[k:k + kt]
+            for k in range(0, K, kt):
+                Et = E[k:k + kt]
+                logp = zc @ Et.t() - lse[s:s + nt, None]
+                p = torch.exp(logp)
+                dS = (g / N) * (ws * (-p * (logp + H[s:s + nt, None])) - wb * p * (c[k:k + kt][None, :] - r[:, None]))
+                dz[s:s + nt] += dS @ Et / T
+                dE[k:k + kt] += dS.t() @ zc                            # zc already holds z / T
+        return dz, dE, None, None, None, None
+
+
+def ibq_entropy_loss(z: torch.Tensor, codebook: torch.Tensor, *, temperature: float = 0.01,
+                     sample_minimization_weight: float = 1.0, batch_maximization_weight: float = 1.0,
+                     eps: float = 1e-5, backend: str = "auto"):
+    """SEED-Voken compute_entropy_loss on logits = z E^T without the N x K table: returns (loss, per-sample
+    entropy, codebook entropy), the loss differentiable w.r.t. z and the codebook; streamed torch tiles
+    (O(N D + K D) extra; there is no Triton kernel for this op, backend='triton' raises)."""
+    _validate(z, codebook, torch.zeros(z.shape[0], dtype=torch.int64, device=z.device))
+    if check_backend_name(backend) == "triton":
+        raise InputError("ibq_entropy_loss: there is no Triton kernel for this op; use backend='auto' or 'torch'")
+    if not temperature > 0:
+        raise InputError(f"ibq_entropy_loss: temperature={temperature} must be > 0")
+    return _EntropyStreamFn.apply(z, codebook, float(temperature), float(sample_minimization_weight),
+                                  float(batch_maximization_weight), float(eps))
+
+
+def ibq_entropy_loss_reference(z: torch.Tensor, codebook: torch.Tensor, *, temperature: float = 0.01,
+                               sample_minimization_weight: float = 1.0, batch_maximization_weight: float = 1.0,
+                               eps: float = 1e-5, backend: str = "auto"):
+    """SEED-Voken src/IBQ/modules/vqvae/quantize.py compute_entropy_loss as written (N x K table). Same signature."""
+    logits = z @ codebook.t()
+    probs = torch.softmax(logits / temperature, -1)
+    log_probs = torch.log_softmax(logits / temperature + eps, -1)
+    avg = probs.mean(0)
+    avg_entropy = -torch.sum(avg * torch.log(avg + eps))
+    sample_entropy = torch.mean(-torch.sum(probs * log_probs, -1))
+    loss = sample_minimization_weight * sample_entropy - batch_maximization_weight * avg_entropy
+    return loss, sample_entropy.detach(), avg_entropy.detach()

@@ -1,7 +1,8 @@
 """Shared machinery of the quantizers: layouts, codebook health, dead-code restart, k-means init, DDP sync.
 
 Health is tracked on device with no host sync: per-code `steps_unused` counters, an EMA of usage, and
-cumulative restarts; `codebook_metrics()` returns 0-dim tensors the trainer reads at log time.
+cumulative restarts; k-means init over all ranks' rows (vqfast.quantize.kmeans);
+`codebook_metrics()` returns 0-dim tensors the trainer reads at log time.
 Health buffers are persistent (exact resume) but optional on load, so taming checkpoints that only hold
 `embedding.*` load with strict=True.
 """
@@ -18,6 +19,8 @@ from vqfast.errors import InputError
 from vqfast.ops import codebook_health_, nearest_code
 from vqfast.ops._dispatch import check_backend_name
 from vqfast.ops.nearest_code import PRECISIONS
+from vqfast.quantize._dist import ddp_active
+from vqfast.quantize.kmeans import kmeans
 
 log = logging.getLogger("vqfast")
 
@@ -25,16 +28,13 @@ Layout = Literal["channels_first", "channels_last"]
 _HEALTH_BUFFERS = ("steps_unused", "usage_ema", "restarted_codes", "initted")
 
 
-def ddp_active() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
 class QuantizerBase(nn.Module):
     """Common state of VectorQuantizer and EMAVectorQuantizer (subclasses own `embedding`)."""
 
     def __init__(self, n_embed: int, embed_dim: int, beta: float, *, backend: str, precision: str,
                  layout: Layout, sane_index_shape: bool, dead_code_steps: int, restart_dead_codes: bool,
-                 kmeans_init: bool, kmeans_iters: int, usage_decay: float, sync_ddp: bool):
+                 kmeans_init: bool, kmeans_iters: int, usage_decay: float, sync_ddp: bool,
+                 kmeans_init_method: str = "random"):
         super().__init__()
         if int(n_embed) < 1:
             raise InputError(f"n_embed={n_embed} must be >= 1")
@@ -46,6 +46,8 @@ class QuantizerBase(nn.Module):
             raise InputError(f"precision={precision!r} is not one of {PRECISIONS}")
         if dead_code_steps < 1:
             raise InputError(f"dead_code_steps={dead_code_steps} must be >= 1")
+        if kmeans_init_method not in ("random", "kmeans++"):
+            raise InputError(f"kmeans_init_method={kmeans_init_method!r} is not one of ('random', 'kmeans++')")
         if not 0.0 <= usage_decay < 1.0:
             raise InputError(f"usage_decay={usage_decay} must be in [0, 1)")
         self.n_embed = self.n_e = int(n_embed)
@@ -59,6 +61,7 @@ class QuantizerBase(nn.Module):
         self.restart_dead_codes = restart_dead_codes
         self.kmeans_init = kmeans_init
         self.kmeans_iters = int(kmeans_iters)
+        self.kmeans_init_method = kmeans_init_method
         self.usage_decay = float(usage_decay)
         self.sync_ddp = sync_ddp
         K = self.n_embed
@@ -169,21 +172,10 @@ class QuantizerBase(nn.Module):
 
     @torch.no_grad()
     def _kmeans(self, z_flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Lloyd's k-means on this batch (rank 0's batch under DDP): (centroids (K, D) fp32, counts (K,))."""
-        x = z_flat.detach().float()                                   # (N, D)
-        K, N = self.n_embed, x.shape[0]
-        pick = torch.randperm(N, device=x.device)[:K] if N >= K else torch.randint(0, N, (K,), device=x.device)
-        centroids = x.index_select(0, pick).clone()                   # (K, D)
-        counts = torch.zeros(K, device=x.device)
-        for _ in range(max(1, self.kmeans_iters)):
-            idx, _, counts = nearest_code(x, centroids, backend=self.backend, check_values=False,
-                                          return_counts=True)
-            sums = torch.zeros_like(centroids).index_add_(0, idx, x)
-            centroids = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1.0)[:, None], centroids)
-        if self.sync_ddp and ddp_active():
-            dist.broadcast(centroids, 0)
-            dist.broadcast(counts, 0)
-        return centroids, counts
+        """k-means (vqfast.quantize.kmeans) on this batch, all ranks' rows under DDP (identical result on every
+        rank): (centroids (K, D) fp32, counts (K,)); random draws from torch's RNG (rank 0's under DDP)."""
+        return kmeans(z_flat.detach(), self.n_embed, iters=max(1, self.kmeans_iters), init=self.kmeans_init_method,
+                      backend=self.backend, sync_ddp=self.sync_ddp)
 
     def _maybe_kmeans_init(self, z_flat: torch.Tensor) -> None:
         if self._initted or not self.training:

@@ -40,6 +40,7 @@ class EMAVectorQuantizer(QuantizerBase):
                  backend: str = "auto", *, precision: str = "ieee", layout: Layout = "channels_first",
                  sane_index_shape: bool = False, deterministic: bool = False, dead_code_steps: int = 100,
                  restart_dead_codes: bool = False, kmeans_init: bool = False, kmeans_iters: int = 10,
+                 kmeans_init_method: str = "random",
                  usage_decay: float = 0.99, sync_ddp: bool = True, rotation_trick: bool = False):
         if not 0.0 <= decay <= 1.0:
             raise InputError(f"EMAVectorQuantizer: decay={decay} must be in [0, 1]")
@@ -48,7 +49,8 @@ class EMAVectorQuantizer(QuantizerBase):
         super().__init__(n_embed, embed_dim, beta, backend=backend, precision=precision, layout=layout,
                          sane_index_shape=sane_index_shape, dead_code_steps=dead_code_steps,
                          restart_dead_codes=restart_dead_codes, kmeans_init=kmeans_init,
-                         kmeans_iters=kmeans_iters, usage_decay=usage_decay, sync_ddp=sync_ddp)
+                         kmeans_iters=kmeans_iters, usage_decay=usage_decay, sync_ddp=sync_ddp,
+                         kmeans_init_method=kmeans_init_method)
         self.decay = float(decay)
         self.eps = float(eps)
         self.deterministic = deterministic

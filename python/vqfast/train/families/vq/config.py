@@ -121,6 +121,8 @@ class RVQQuantizerConfig:
     decay: float = bounded(0.8, ge=0, le=1)
     commitment_weight: float = bounded(1.0, ge=0)
     rotation_trick: bool = False
+    beam_size: int = bounded(1, ge=1)
+    """Beam search over residual paths (1 = greedy per-stage argmin)."""
 
 
 @dataclass
@@ -136,6 +138,12 @@ class SimVQQuantizerConfig:
 class IBQQuantizerConfig:
     """IBQ (``ibq``, SEED-Voken): model.n_embed codes, β from model.beta."""
     type: Literal["ibq"] = "ibq"
+    use_entropy_loss: bool = False
+    """SEED-Voken's entropy loss over softmax(z E^T / entropy_temperature), streamed (never N x K)."""
+    entropy_temperature: float = bounded(0.01, gt=0)
+    sample_minimization_weight: float = bounded(1.0, ge=0)
+    batch_maximization_weight: float = bounded(1.0, ge=0)
+    entropy_loss_weight: float = bounded(1.0, ge=0)
 
 
 QuantizerConfig = Union[VQQuantizerConfig, EMAQuantizerConfig, FSQQuantizerConfig, RFSQQuantizerConfig,

@@ -78,12 +78,15 @@ def build_quantizer(m: VQGANModelConfig, backend: str) -> nn.Module:
     if q.type == "rvq":
         return ResidualVQ(q.num_quantizers, K, D, shared_codebook=q.shared_codebook,
                           quantize_dropout=q.quantize_dropout, ema_update=q.ema_update, decay=q.decay,
-                          commitment_weight=q.commitment_weight, rotation_trick=q.rotation_trick, backend=backend)
+                          commitment_weight=q.commitment_weight, rotation_trick=q.rotation_trick, beam_size=q.beam_size,
+                          backend=backend)
     if q.type == "simvq":
         return SimVQ(D, K, rotation_trick=q.rotation_trick,
                      input_to_quantize_commit_loss_weight=q.input_to_quantize_commit_loss_weight,
                      commitment_weight=q.commitment_weight, backend=backend)
-    return IBQ(K, D, beta=m.beta, backend=backend)
+    return IBQ(K, D, beta=m.beta, backend=backend, use_entropy_loss=q.use_entropy_loss,
+               entropy_temperature=q.entropy_temperature, sample_minimization_weight=q.sample_minimization_weight,
+               batch_maximization_weight=q.batch_maximization_weight, entropy_loss_weight=q.entropy_loss_weight)
 
 
 def load_taming_checkpoint(model: nn.Module, source, ignore_keys, key: str) -> None:
