@@ -168,3 +168,18 @@ def test_one_pass_adaptive_weight_equals_the_reference(batch, perceptual):
     assert g_fast.keys() == g_ref.keys() and len(g_fast) > 10
     for name in g_ref:
         torch.testing.assert_close(g_fast[name], g_ref[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_the_dead_code_key_of_the_other_rule_is_refused():
+    import pytest
+
+    from vqfast.errors import ConfigError
+    from vqfast.train import load_config
+
+    with pytest.raises(ConfigError, match="model.dead_code_steps is not read with model.dead_code_rule=ema"):
+        load_config("dinovq", ["model.dead_code_steps=50"])
+    with pytest.raises(ConfigError, match="model.threshold_ema_dead_code is not read"):
+        load_config("dinovq", ["model.dead_code_rule=steps"])  # the shipped file sets the ema threshold
+    cfg = load_config("dinovq", ["model.dead_code_rule=steps", "model.threshold_ema_dead_code=null",
+                                 "model.dead_code_steps=7"])
+    assert cfg.model.network_kwargs()["dead_code_steps"] == 7

@@ -87,9 +87,11 @@ class DinoVQModelConfig:
     """ema: a code is dead when its EMA count falls below threshold_ema_dead_code (seed 004's lucidrains
     VectorQuantize); steps: when unused for dead_code_steps training steps. Dead codes are replaced by batch
     tokens when restart_dead_codes."""
-    threshold_ema_dead_code: float = bounded(1.0, gt=0)
-    dead_code_steps: int = bounded(100, ge=1)
-    """dead_code_rule steps: a code unused for this many training steps is dead."""
+    threshold_ema_dead_code: Optional[float] = bounded(None, gt=0)
+    """dead_code_rule ema: the EMA-count threshold (default 1.0, seed 004); not read with the steps rule."""
+    dead_code_steps: Optional[int] = bounded(None, ge=1)
+    """dead_code_rule steps: a code unused for this many training steps is dead (default 100); not read with the
+    ema rule."""
     orthogonal_reg_weight: float = bounded(0.0, ge=0)
     """lucidrains' orthogonal regulariser on the codebook, added to the VQ loss (seed 004: 1e-3; 0 = off). The EMA
     codebook takes no gradient, so it shifts the logged loss only, as in the reference."""
@@ -146,6 +148,10 @@ class DinoVQModelConfig:
         checks.append((dino_dim % self.dino_decoder_num_heads == 0,
                        f"DINO decoder width {dino_dim} (model.dino_decoder_dim or encoder_embed_dim) is not "
                        f"divisible by model.dino_decoder_num_heads={self.dino_decoder_num_heads}"))
+        unread = "dead_code_steps" if self.dead_code_rule == "ema" else "threshold_ema_dead_code"
+        checks.append((getattr(self, unread) is None,
+                       f"model.{unread} is not read with model.dead_code_rule={self.dead_code_rule}; drop it or set "
+                       f"dead_code_rule: {'steps' if unread == 'dead_code_steps' else 'ema'}"))
         problems(*checks)
 
     def loss_kwargs(self) -> dict:
@@ -154,8 +160,12 @@ class DinoVQModelConfig:
 
     def network_kwargs(self) -> dict:
         """Constructor kwargs of ``vqfast.models.dinovq.DinoVQModel`` (the networks: no loss, no teacher)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name not in ("type", "teacher", *LOSS_KEYS)}
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if f.name not in ("type", "teacher", *LOSS_KEYS)}
+        for key in ("threshold_ema_dead_code", "dead_code_steps"):  # the rule's unread one: the model default
+            if out[key] is None:
+                del out[key]
+        return out
 
 
 @dataclass
