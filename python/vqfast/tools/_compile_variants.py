@@ -10,29 +10,29 @@ from __future__ import annotations
 import importlib
 import os
 
-from vqfast.tools.compile_report import Variant
+from vqfast.tools.compile_report import ARCHS, Variant
 
 _PTR = {"fp32": "*fp32", "bf16": "*bf16", "fp16": "*fp16"}
 
 
 def _expand(module: str, kernel: str, label: str, args: dict, constexprs: dict, mma=None) -> list[Variant]:
-    """Every config the autotuner would try (after its early prune), with the heuristics applied."""
+    """Every config the autotuner would try on each target (after its early prune, told the arch through
+    `_ARCH`), with the heuristics applied."""
     mod = importlib.import_module(f"vqfast.kernels.{module}")
     tuner = getattr(mod, kernel)
-    configs = list(tuner.configs)
-    named = {**args, **constexprs}
     prune = getattr(tuner, "early_config_prune", None)
-    if prune:
-        configs = prune(configs, named)
     heur = getattr(tuner.fn, "values", {})
     out = []
-    for c in configs:
-        meta = {**named, **c.kwargs}
-        derived = {k: f(meta) for k, f in heur.items()}
-        kw = dict(c.kwargs)
-        cfg = "/".join(str(kw[k]) for k in kw) + f"/w{c.num_warps}/s{c.num_stages}"
-        out.append(Variant(kernel, mod.__name__, label, args, {**constexprs, **kw, **derived},
-                           c.num_warps, c.num_stages, cfg, mma))
+    for arch in ARCHS:
+        named = {**args, **constexprs}
+        configs = prune(list(tuner.configs), {**named, "_ARCH": arch}) if prune else list(tuner.configs)
+        for c in configs:
+            meta = {**named, **c.kwargs}
+            derived = {k: f(meta) for k, f in heur.items()}
+            kw = dict(c.kwargs)
+            cfg = "/".join(str(kw[k]) for k in kw) + f"/w{c.num_warps}/s{c.num_stages}"
+            out.append(Variant(kernel, mod.__name__, label, args, {**constexprs, **kw, **derived},
+                               c.num_warps, c.num_stages, cfg, mma, archs=(arch,)))
     return out
 
 
@@ -40,18 +40,28 @@ def nearest_code_variants() -> list[Variant]:
     from vqfast.kernels import nearest_code as nc
 
     out = []
-    shapes = [(65536, 16384, 256, True), (262144, 65536, 32, False)]
-    for N, K, D, counts in shapes:
-        for dt, prec, name, mma in [("fp32", 0, "ieee", None), ("fp32", 1, "tf32", "tf32"),
-                                    ("fp32", 2, "bf16", "bf16"), ("bf16", 3, "bf16-in", "bf16"),
-                                    ("fp16", 3, "fp16-in", "bf16")]:
-            if dt == "fp16" and D != 256:
-                continue  # same code as bf16 inputs; one D is enough
-            args = dict(z_ptr=_PTR[dt], cb_ptr=_PTR[dt], sqnorm_ptr="*fp32", idx_ptr="*i64", dist_ptr="*fp32",
-                        counts_ptr="*fp32", N=N, K=K, D=D, stride_zn=D, stride_ck=D)
-            const = dict(HAS_SQNORM=False, HAS_COUNTS=counts, PRECISION=prec, INTERPRET=False)
-            out += _expand("nearest_code", "_nearest_code_fwd_kernel", f"{name} D{D}", args, const, mma)
-    del nc
+    # (N, K, D, SPLIT): the two kernel targets, and the quantizer's small N (fewer row blocks than SMs)
+    shapes = [(65536, 16384, 256, False), (262144, 65536, 32, False), (3072, 1024, 256, True)]
+    modes = [("fp32", 0, "ieee", False, "tf32x3"), ("fp32", 1, "tf32", False, "tf32"),
+             ("bf16", 3, "bf16 (fp32 cast once)", True, "bf16"), ("bf16", 3, "bf16-in", False, "bf16"),
+             ("fp16", 3, "fp16-in", False, "bf16")]
+    for N, K, D, split in shapes:
+        for dt, prec, name, has_zsq, mma in modes:
+            if (dt == "fp16" or has_zsq) and split:
+                continue  # same code as the bf16-input split variant up to the dtype / the zsq load
+            args = dict(z_ptr=_PTR[dt], cb_ptr=_PTR[dt], esq_ptr="*fp32", zsq_ptr="*fp32", idx_ptr="*i64",
+                        dist_ptr="*fp32", counts_ptr="*fp32", N=N, K=K, D=D, stride_zn=D, stride_ck=D,
+                        N_BUCKET=nc._n_bucket(N))
+            const = dict(HAS_ZSQ=has_zsq, HAS_COUNTS=not split, SPLIT=split, PRECISION=prec, INTERPRET=False)
+            tag = f"{name} D{D}" + (f" split N{N}" if split else "")
+            out += _expand("nearest_code", "_nearest_code_fwd_kernel", tag, args, const, mma)
+    out.append(Variant("_nearest_code_merge_kernel", nc.__name__, "N3072 counts",
+                       dict(idx_ptr="*i64", dist_ptr="*fp32", counts_ptr="*fp32", N=3072),
+                       dict(HAS_COUNTS=True, BLOCK=1024), 4, 3, "1024/w4"))
+    for dt, cast in (("fp32", True), ("fp32", False), ("bf16", False)):
+        out.append(Variant("_row_sqnorm_kernel", nc.__name__, f"{dt} D256 cast={int(cast)}",
+                           dict(x_ptr=_PTR[dt], sq_ptr="*fp32", cast_ptr="*bf16", R=65536, D=256, stride_x=256),
+                           dict(CAST=cast, BLOCK_R=32, BLOCK_D=128), 4, 3, "32/128/w4"))
     return out
 
 
@@ -60,21 +70,24 @@ def ema_variants() -> list[Variant]:
 
     N, K, D = 65536, 16384, 256
     bd = ema._block_d(D)
+    P, chunk, bk_t = ema._total_launch(K)
     out = []
     for dt in ("fp32", "bf16", "fp16"):
         out.append(Variant("_ema_scatter_kernel", ema.__name__, f"z {dt} D{D}",
-                           dict(z_ptr=_PTR[dt], idx_ptr="*i64", stats_ptr="*fp32", N=N, D=D, stride_zn=D),
-                           dict(BLOCK_N=64, BLOCK_D=bd), 4, 3, f"64/{bd}/w4"))
+                           dict(z_ptr=_PTR[dt], idx_ptr="*i64", sums_ptr="*fp32", counts_ptr="*fp32", N=N, D=D,
+                                stride_zn=D, stride_s=D), dict(BLOCK_N=64, BLOCK_D=bd), 4, 3, f"64/{bd}/w4"))
         out.append(Variant("_ema_segment_kernel", ema.__name__, f"z {dt} D{D}",
-                           dict(z_ptr=_PTR[dt], order_ptr="*i64", start_ptr="*i64", stats_ptr="*fp32", D=D,
-                                stride_zn=D), dict(BLOCK_R=32, BLOCK_D=bd), 4, 3, f"32/{bd}/w4"))
+                           dict(z_ptr=_PTR[dt], order_ptr="*i64", start_ptr="*i64", sums_ptr="*fp32",
+                                counts_ptr="*fp32", D=D, stride_zn=D, stride_s=D),
+                           dict(BLOCK_R=32, BLOCK_D=bd), 4, 3, f"32/{bd}/w4"))
         out.append(Variant("_ema_apply_kernel", ema.__name__, f"W {dt} D{D}",
-                           dict(cluster_ptr="*fp32", avg_ptr="*fp32", weight_ptr=_PTR[dt], stats_ptr="*fp32",
-                                total_ptr="*fp32", K=K, D=D, stride_a=D, stride_w=D, decay=0.99, eps=1e-5),
-                           dict(BLOCK_K=8, BLOCK_D=bd), 4, 3, f"8/{bd}/w4"))
-    out.append(Variant("_ema_total_kernel", ema.__name__, f"K{K}",
-                       dict(cluster_ptr="*fp32", stats_ptr="*fp32", total_ptr="*fp32", K=K, D=D, decay=0.99),
-                       dict(BLOCK_K=1024), 4, 3, "1024/w4"))
+                           dict(cluster_ptr="*fp32", avg_ptr="*fp32", weight_ptr=_PTR[dt], sums_ptr="*fp32",
+                                counts_ptr="*fp32", partial_ptr="*fp32", K=K, D=D, stride_a=D, stride_w=D,
+                                stride_s=D, P=P, decay=0.99, eps=1e-5),
+                           dict(BLOCK_K=8, BLOCK_D=bd, BLOCK_P=max(16, P)), 4, 3, f"8/{bd}/w4"))
+    out.append(Variant("_ema_total_kernel", ema.__name__, f"K{K} P{P}",
+                       dict(cluster_ptr="*fp32", counts_ptr="*fp32", partial_ptr="*fp32", K=K, decay=0.99),
+                       dict(CHUNK=chunk, BLOCK_K=bk_t), 4, 3, f"{chunk}/{bk_t}/w4"))
     return out
 
 

@@ -64,6 +64,7 @@ class Variant:
     num_stages: int
     config: str                       # human label of the launch config
     mma: Optional[str] = None         # "tf32" | "bf16" | "tf32x3" when the variant must run on tensor cores
+    archs: tuple = ARCHS              # targets this launch ships for (autotune configs can be per arch)
 
 
 @dataclasses.dataclass
@@ -280,7 +281,7 @@ def run(variants: Sequence[Variant], archs: Sequence[int] = ARCHS, jobs: Optiona
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         raise CompileReportError("compile_report compiles real kernels: unset TRITON_INTERPRET (it is 1)")
     paths = tool_paths()
-    work = [(v, a, paths) for v in variants for a in archs]
+    work = [(v, a, paths) for v in variants for a in archs if a in v.archs]
     jobs = jobs or min(len(work), os.cpu_count() or 1)
     if jobs <= 1:
         return [_job(w) for w in work]
