@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 
-from vqfast.tools.compile_report import ARCHS, Variant
+from vqfast.tools._aot import ARCHS, CompileReportError, Variant
 
 _PTR = {"fp32": "*fp32", "bf16": "*bf16", "fp16": "*fp16"}
 
@@ -142,8 +142,6 @@ def codebook_health_variants() -> list[Variant]:
 
 def all_variants() -> list[Variant]:
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
-        from vqfast.tools.compile_report import CompileReportError
-
         raise CompileReportError("unset TRITON_INTERPRET: the kernels' shipped configs are not the interpreter's")
     return (nearest_code_variants() + ema_variants() + vq_st_variants() + channel_stats_variants()
             + codebook_health_variants())
