@@ -6,6 +6,7 @@ import vqfast.ops as ops
 from helpers import BACKENDS, device, gpu
 from vqfast.errors import InputError
 from vqfast.ops import reference as ref
+from vqfast.ops.ema_update import split_stats, stats_layout
 
 
 def taming_literal(cluster_size, embed_avg, weight, z, idx, decay, eps):
@@ -75,22 +76,52 @@ def test_deterministic_mode_is_bitwise_reproducible(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_reduce_hook_sees_one_buffer_and_acts_like_an_all_reduce(backend):
-    K, D, N = 9, 6, 40
+@pytest.mark.parametrize("deterministic", [False, True])
+@pytest.mark.parametrize("D", [6, 16, 33])
+def test_reduce_hook_sees_one_buffer_and_acts_like_an_all_reduce(backend, deterministic, D):
+    K, N = 9, 40
     z = torch.randn(N, D).to(device())
     idx = torch.randint(0, K, (N,)).to(device())
     seen = []
+    Dp = (D + 15) // 16 * 16
 
     def hook(stats):   # two identical "ranks"
-        seen.append((stats.shape, stats.dtype, stats[:, D].sum().item()))
+        sums, counts = split_stats(stats, K, D)
+        seen.append((stats.shape, stats.dtype, stats.is_contiguous(), counts.sum().item(),
+                     sums[:, D:].abs().sum().item(), sums.data_ptr() % 64, counts.data_ptr() % 64))
+        ref_sums = torch.zeros(K, D).index_add_(0, idx.cpu(), z.cpu())
+        torch.testing.assert_close(sums[:, :D].cpu(), ref_sums, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(counts.cpu(), torch.bincount(idx.cpu(), minlength=K).float())
         stats.mul_(2)
 
     cs, ea, w = state(K, D, 3)
-    ops.ema_update_(cs, ea, w, z, idx, decay=0.95, eps=1e-5, backend=backend, reduce_hook=hook)
-    assert seen == [((K, D + 1), torch.float32, float(N))]
+    ops.ema_update_(cs, ea, w, z, idx, decay=0.95, eps=1e-5, backend=backend, reduce_hook=hook,
+                    deterministic=deterministic)
+    assert seen == [((K * Dp + K,), torch.float32, True, float(N), 0.0, 0, 0)]
+    assert stats_layout(K, D) == (Dp, K * Dp + K)
     cs2, ea2, w2 = state(K, D, 3)
     ref.ema_update_(cs2, ea2, w2, torch.cat([z, z]), torch.cat([idx, idx]), decay=0.95, eps=1e-5)
     torch.testing.assert_close((cs, ea, w), (cs2, ea2, w2), atol=1e-5, rtol=1e-5)
+
+
+def test_split_stats_rejects_a_wrong_buffer():
+    with pytest.raises(InputError, match="flat buffer of 34 entries"):
+        split_stats(torch.zeros(4, 9), 2, 3)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("K", [1, 300, 1023, 5000])
+def test_total_reduction_over_many_programs(backend, K):
+    """n = sum of the updated counts is reduced by several programs (chunks of 256 under the interpreter)."""
+    D, N = 4, 700
+    g = torch.Generator().manual_seed(K)
+    z = torch.randn(N, D, generator=g).to(device())
+    idx = torch.randint(0, K, (N,), generator=g).to(device())
+    cs, ea, w = state(K, D, 4)
+    c_ref, a_ref, w_ref = taming_literal(cs, ea, w, z, idx, 0.9, 1e-5)
+    ops.ema_update_(cs, ea, w, z, idx, decay=0.9, eps=1e-5, backend=backend)
+    torch.testing.assert_close(cs.double(), c_ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(w.double(), w_ref, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("fn", [ops.ema_update_, ref.ema_update_])

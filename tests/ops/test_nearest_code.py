@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import vqfast.ops as ops
-from helpers import BACKENDS, device, gpu
+from helpers import BACKENDS, device, gpu, triton_runnable
 from vqfast.errors import BackendError, InputError
 from vqfast.ops import nearest_code_tolerance
 from vqfast.ops import reference as ref
@@ -218,3 +218,100 @@ def test_property_matches_brute_force_on_random_shapes(backend):
         assert (dist >= 0).all()
 
     check()
+
+
+# ---- kernel structure: split codebook for small N, resident z, even-K, norms computed once -------------------
+
+def _kernel_module():
+    import vqfast.kernels.nearest_code as nc
+
+    return nc
+
+
+@pytest.mark.parametrize("N,K,D", [(1000, 100, 20), (7, 200, 256), (300, 48, 16), (40, 333, 200), (9, 70, 300)])
+def test_split_and_unsplit_paths_agree_exactly(monkeypatch, N, K, D):
+    """The packed 64-bit atomic-min merge returns the same (idx, dist, counts) as one program per row block."""
+    if not triton_runnable():
+        pytest.skip("needs Triton with CUDA or TRITON_INTERPRET=1")
+    nc = _kernel_module()
+    g = torch.Generator().manual_seed(N + K)
+    z = (torch.randn(N, D, generator=g) + 0.5).to(device())
+    cb = torch.randn(K, D, generator=g).to(device())
+    outs = []
+    for sms in (1, 10**6):                                            # never split / always split
+        monkeypatch.setattr(nc, "_sm_count", lambda dev, s=sms: s)
+        outs.append(ops.nearest_code(z, cb, backend="triton", precision="ieee", return_counts=True))
+    for a, b in zip(*outs, strict=True):
+        assert torch.equal(a, b)
+    _, d = truth(z, cb)
+    gap = d.gather(1, outs[1][0][:, None]).squeeze(1) - d.min(1).values
+    assert (gap <= nearest_code_tolerance(z, cb, "ieee").double()).all()
+
+
+def test_split_merge_ties_go_to_the_lowest_index_across_splits(monkeypatch):
+    if not triton_runnable():
+        pytest.skip("needs Triton with CUDA or TRITON_INTERPRET=1")
+    nc = _kernel_module()
+    monkeypatch.setattr(nc, "_sm_count", lambda dev: 10**6)
+    g = torch.Generator().manual_seed(5)
+    cb = torch.randn(200, 4, generator=g) * 5 + 20                   # far from the test points
+    cb[150] = cb[7] = torch.tensor([1.0, 0.0, 0.0, 0.0])              # duplicates in different splits
+    cb[190] = cb[60] = torch.tensor([0.0, 0.0, 0.0, 0.0])             # zero rows: distance exactly ||z||^2
+    z = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [-1.0, 0.0, 0.0, 0.0], [0.9, 0.1, 0.0, 0.0]])
+    idx, dist = ops.nearest_code(z.to(device()), cb.to(device()), backend="triton")
+    assert idx.tolist() == [7, 60, 60, 7]
+    torch.testing.assert_close(dist.cpu(), torch.tensor([0.0, 0.0, 1.0, 0.02]), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("N,K,D", [(33, 48, 16), (257, 64, 256), (100, 32, 128), (65, 17, 257)])
+def test_even_k_resident_and_chunked_shapes(backend, N, K, D):
+    """EVEN_K / EVEN_D fast paths (K, D multiples of the tiles), resident z up to D = 256, chunks beyond."""
+    z, cb, true = separated(N, K, D, seed=D)
+    idx, dist = ops.nearest_code(z, cb, backend=backend)
+    torch.testing.assert_close(idx, true)
+    r_idx, r_dist = ref.nearest_code(z, cb)
+    scale = z.float().square().sum(1).max().item()                    # expanded-form cancellation ~ ||z||^2 eps
+    torch.testing.assert_close(dist, r_dist, atol=2e-6 * scale, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_row_sqnorm_and_one_time_bf16_cast(dtype):
+    if not triton_runnable():
+        pytest.skip("needs Triton with CUDA or TRITON_INTERPRET=1")
+    nc = _kernel_module()
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(37, 300, generator=g) * 3 + 1).to(dtype).to(device())
+    sq, cast = nc.row_sqnorm(x[:, :257], cast_bf16=dtype == torch.float32)   # strided rows, ragged D
+    torch.testing.assert_close(sq, x[:, :257].float().square().sum(1), atol=1e-3, rtol=1e-5)
+    if dtype == torch.float32:
+        assert cast.dtype == torch.bfloat16 and cast.is_contiguous() and cast.shape == (37, 257)
+        err = (cast.float() - x[:, :257]).abs()
+        assert (err <= 2.0**-7 * x[:, :257].abs() + 1e-30).all()        # a bf16 rounding of each value
+    else:
+        assert cast is None
+
+
+def test_bf16_mode_uses_fp32_norms_and_cast_inputs():
+    """precision="bf16" on fp32 inputs == the bf16-input kernel on the rounded values, norms from fp32 values."""
+    if not triton_runnable():
+        pytest.skip("needs Triton with CUDA or TRITON_INTERPRET=1")
+    nc = _kernel_module()
+    z, cb, true = separated(300, 40, 24)
+    idx, dist = ops.nearest_code(z, cb, backend="triton", precision="bf16")
+    torch.testing.assert_close(idx, true)
+    zb, _ = nc.row_sqnorm(z, cast_bf16=True)
+    _, cbb = nc.row_sqnorm(cb, cast_bf16=True)
+    _, zc = nc.row_sqnorm(z, cast_bf16=True)
+    i2, d2 = ops.nearest_code(zc, cbb, backend="triton", codebook_sqnorm=cb.square().sum(1))
+    torch.testing.assert_close(idx, i2)
+    # same bf16 products, but ||z||^2 from the fp32 values instead of the rounded ones
+    torch.testing.assert_close(dist - zb, d2 - zc.float().square().sum(1), atol=1e-3, rtol=1e-4)
+
+
+def test_autotune_key_has_an_n_bucket():
+    if not triton_runnable():
+        pytest.skip("needs Triton with CUDA or TRITON_INTERPRET=1")
+    nc = _kernel_module()
+    assert "N_BUCKET" in nc._nearest_code_fwd_kernel.keys
+    assert [nc._n_bucket(n) for n in (1, 4096, 4097, 32768, 65536)] == [0, 0, 1, 1, 2]

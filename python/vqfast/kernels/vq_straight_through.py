@@ -4,7 +4,7 @@ Matches `vqfast.ops.reference.vq_straight_through` (taming's `z + sg(q - z)` and
 `c_commit * mse(sg(q), z) + c_book * mse(q, sg(z))`), SPEC §7.2, with q = codebook[idx]:
   forward   z_q = z + (q - z) (taming's value, not q itself); partial_b = sum over the block of (q - z)^2
   backward  dz  = g_zq + g_loss * c_commit * 2 (z - q) / M
-            dE += g_loss * c_book * 2 (q - z) / M  scattered to rows idx (fp32 atomics), M = N * D
+            dE += g_loss * c_book * 2 (q - z) / M  scattered to rows idx (relaxed fp32 atomics), M = N * D
 Grid (cdiv(N, BLOCK_N),), D walked in BLOCK_D chunks; the loss is the sum of per-block partials
 (summed by the caller in a fixed order: deterministic). g_loss is read from device memory: no host sync.
 """
@@ -78,7 +78,8 @@ def _vq_st_bwd_kernel(
         if HAS_GLOSS:
             dz += (g * commit_scale) * (z - q)
             if NEED_DCB:
-                tl.atomic_add(dcb_ptr + code[:, None] * D + rd[None, :], (g * book_scale) * (q - z), mask=m)
+                tl.atomic_add(dcb_ptr + code[:, None] * D + rd[None, :], (g * book_scale) * (q - z), mask=m,
+                              sem="relaxed")  # unfenced: the kernel boundary orders it
         tl.store(dz_ptr + rn64[:, None] * D + rd[None, :], dz.to(dz_ptr.dtype.element_ty), mask=m)
 
 

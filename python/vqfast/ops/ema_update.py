@@ -8,8 +8,11 @@ Semantics of taming's EMAVectorQuantizer / EmbeddingEMA (Sonnet VQ-VAE EMA form)
     weight       <- embed_avg / smoothed[:, None]
 The codebook used to pick idx is the pre-update one (the caller's business). EMA state is fp32.
 
-DDP: `reduce_hook(stats)` receives ONE fp32 (K, D+1) buffer (sums in [:, :D], counts in [:, D]) before
-the EMA and must reduce it in place (e.g. `torch.distributed.all_reduce`), so all ranks stay identical.
+DDP: `reduce_hook(stats)` receives ONE contiguous fp32 buffer of the batch statistics before the EMA and
+must reduce it in place (e.g. `torch.distributed.all_reduce`), so all ranks stay identical. Layout
+(`stats_layout`, `split_stats`; the same for both backends): flat, K * Dp + K entries with
+Dp = D rounded up to a multiple of 16 -- the sums as K rows of stride Dp (columns >= D are 0; 64-byte
+aligned rows let the kernel use 128-bit atomics and loads), then the K counts.
 """
 from __future__ import annotations
 
@@ -59,21 +62,44 @@ def _validate(cluster_size, embed_avg, weight, z, idx, decay, eps, check_values)
             raise InputError(f"{op}: idx holds values in [{lo}, {hi}]; allowed range is [0, {K - 1}]")
 
 
+def stats_layout(K: int, D: int) -> tuple[int, int]:
+    """(Dp, numel) of the flat batch-statistics buffer: K sums rows of stride Dp = round_up(D, 16), then K counts."""
+    Dp = (D + 15) // 16 * 16
+    return Dp, K * Dp + K
+
+
+def split_stats(stats: torch.Tensor, K: int, D: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Views of a flat stats buffer: (sums (K, Dp) incl. the zero padding columns, counts (K,))."""
+    Dp, numel = stats_layout(K, D)
+    if stats.dim() != 1 or stats.numel() != numel:
+        raise InputError(f"split_stats: expected a flat buffer of {numel} entries for K={K}, D={D}, "
+                         f"got shape {tuple(stats.shape)}")
+    return stats[: K * Dp].view(K, Dp), stats[K * Dp:]
+
+
+def _new_stats(K: int, D: int, device, zero: bool) -> torch.Tensor:
+    Dp, numel = stats_layout(K, D)
+    alloc = torch.zeros if zero or Dp != D else torch.empty          # padding columns must read 0
+    return alloc(numel, dtype=torch.float32, device=device)
+
+
 def _reference_stats(z: torch.Tensor, idx: torch.Tensor, K: int, deterministic: bool) -> torch.Tensor:
-    """fp32 (K, D+1): per-code sums of z rows and (column D) counts."""
+    """Flat fp32 stats buffer (`stats_layout`): per-code sums of z rows, then the counts."""
     N, D = z.shape
     idx = idx.long()
-    stats = torch.zeros(K, D + 1, dtype=torch.float32, device=z.device)
-    stats[:, D] = torch.bincount(idx, minlength=K).float()
+    stats = _new_stats(K, D, z.device, zero=True)
+    sums_p, counts = split_stats(stats, K, D)
+    counts.index_add_(0, idx, torch.ones(N, dtype=torch.float32, device=z.device))  # no bincount: no host sync
+    sums = sums_p[:, :D]
     if deterministic and z.is_cuda:
         # CUDA index_add_ uses float atomics; sorted fp64 prefix sums are order-fixed instead.
         sorted_idx, order = torch.sort(idx, stable=True)
         prefix = torch.zeros(N + 1, D, dtype=torch.float64, device=z.device)
         torch.cumsum(z.index_select(0, order).double(), dim=0, out=prefix[1:])
         starts = torch.searchsorted(sorted_idx, torch.arange(K + 1, device=z.device))
-        stats[:, :D] = (prefix[starts[1:]] - prefix[starts[:-1]]).float()
+        sums.copy_((prefix[starts[1:]] - prefix[starts[:-1]]).float())
     else:
-        stats[:, :D].index_add_(0, idx, z.float())
+        sums.index_add_(0, idx, z.float())
     return stats
 
 
@@ -83,14 +109,15 @@ def ema_update_reference_(cluster_size: torch.Tensor, embed_avg: torch.Tensor, w
                           backend: str = "auto", deterministic: bool = False, reduce_hook: ReduceHook = None,
                           check_values: bool = True) -> None:
     """Pure-PyTorch ema_update_ (taming EmbeddingEMA.cluster_size_ema_update / embed_avg_ema_update /
-    weight_update, with bincount + index_add_ instead of the N x K one-hot). Same signature."""
+    weight_update, with index_add_ segment sums instead of the N x K one-hot). Same signature."""
     _validate(cluster_size, embed_avg, weight, z, idx, decay, eps, check_values)
     K, D = embed_avg.shape
-    stats = _reference_stats(z.detach(), idx, K, deterministic)      # (K, D+1)
+    stats = _reference_stats(z.detach(), idx, K, deterministic)      # flat: sums (K, Dp), counts (K,)
     if reduce_hook is not None:
         reduce_hook(stats)
-    cluster_size.mul_(decay).add_(stats[:, D], alpha=1.0 - decay)
-    embed_avg.mul_(decay).add_(stats[:, :D], alpha=1.0 - decay)
+    sums, counts = split_stats(stats, K, D)
+    cluster_size.mul_(decay).add_(counts, alpha=1.0 - decay)
+    embed_avg.mul_(decay).add_(sums[:, :D], alpha=1.0 - decay)
     n = cluster_size.sum()
     smoothed = (cluster_size + eps) / (n + K * eps) * n               # (K,)
     weight.copy_(embed_avg / smoothed[:, None])
@@ -103,7 +130,7 @@ def ema_update_(cluster_size: torch.Tensor, embed_avg: torch.Tensor, weight: tor
     """In-place EMA update of (cluster_size[K], embed_avg[K,D], weight[K,D]) from rows z[N,D] assigned to idx[N].
 
     deterministic: fixed summation order (sorted segments, no float atomics) for bitwise-reproducible runs.
-    reduce_hook: called with the fp32 (K, D+1) batch statistics before the EMA (DDP all-reduce).
+    reduce_hook: called with the flat fp32 batch statistics (module docstring) before the EMA (DDP all-reduce).
     check_values: reject non-finite z and out-of-range idx (one host sync; the quantizers turn it off).
     """
     _validate(cluster_size, embed_avg, weight, z, idx, decay, eps, check_values)
@@ -118,10 +145,13 @@ def ema_update_(cluster_size: torch.Tensor, embed_avg: torch.Tensor, weight: tor
     if z.stride(1) != 1:
         z = z.contiguous()
     idx = idx.contiguous().long()
-    stats = ema_stats(z, idx, embed_avg.shape[0], deterministic)    # (K, D+1)
+    K, D = embed_avg.shape
+    stats = _new_stats(K, D, z.device, zero=not deterministic)       # flat: sums (K, Dp), counts (K,)
+    sums, counts = split_stats(stats, K, D)
+    ema_stats(z, idx, sums, counts, deterministic)
     if reduce_hook is not None:
         reduce_hook(stats)
-    ema_apply(cluster_size, embed_avg, weight, stats, float(decay), float(eps))
+    ema_apply(cluster_size, embed_avg, weight, sums, counts, float(decay), float(eps))
 
 
 @torch.no_grad()
@@ -133,10 +163,16 @@ def segment_stats(z: torch.Tensor, idx: torch.Tensor, K: int, *, backend: str = 
     check_tensor("segment_stats", "idx", idx, ndim=1, dtypes=(torch.int64, torch.int32))
     if idx.shape[0] != z.shape[0] or int(K) < 1:
         raise InputError(f"segment_stats: idx has {idx.shape[0]} entries for z of {z.shape[0]} rows, K={K}")
+    K, D = int(K), z.shape[1]
     be = resolve_backend(backend, z, op="segment_stats")
+    z = z.detach()
     if be == "torch":
-        return _reference_stats(z.detach(), idx, int(K), deterministic)
-    from vqfast.kernels.ema_update import ema_stats
+        stats = _reference_stats(z, idx, K, deterministic)
+    else:
+        from vqfast.kernels.ema_update import ema_stats
 
-    z = z.detach() if z.stride(1) == 1 else z.detach().contiguous()
-    return ema_stats(z, idx.contiguous().long(), int(K), deterministic)
+        z = z if z.stride(1) == 1 else z.contiguous()
+        stats = _new_stats(K, D, z.device, zero=not deterministic)
+        ema_stats(z, idx.contiguous().long(), *split_stats(stats, K, D), deterministic)
+    sums, counts = split_stats(stats, K, D)
+    return torch.cat([sums[:, :D], counts[:, None]], dim=1)  # (K, D+1)

@@ -6,13 +6,16 @@ ever allocating the N x K distance matrix: the kernel keeps a running (min, argm
 reference walks the codebook in row chunks of bounded size.
 
 Precision contract:
-- "ieee": exact fp32 products and fp32 accumulation. On well-separated data the indices equal the
-  fp32 reference's; near-ties (|d_a - d_b| below fp32 rounding) may resolve either way.
+- "ieee": fp32-class products and fp32 accumulation. The reference computes exact fp32 products; the
+  kernel runs fp32 inputs on tensor cores in 3xTF32 (hi*hi + hi*lo + lo*hi), products accurate to
+  ~3 * 2^-20 relative, covered by u = 2^-19 below. On well-separated data the indices equal the fp32
+  reference's; near-ties (|d_a - d_b| below that rounding) may resolve either way.
 - "tf32" / "bf16": tensor-core products with 10 / 8 mantissa bits (fp32 accumulation). The chosen code
   is then within `nearest_code_tolerance(z, codebook, precision)` of the true minimum distance:
       d(z_i, E_chosen) - min_j d(z_i, E_j) <= 4 (2u + u^2 + D 2^-24) ||z_i|| max_j ||E_j||
                                                + 2^-20 (||z_i||^2 + max_j ||E_j||^2)
-  with u = 2^-11 (tf32) or 2^-8 (bf16); u = 0 for "ieee" and for fp16/bf16 inputs (exact products).
+  with u = 2^-19 ("ieee", 3xTF32), 2^-11 (tf32) or 2^-8 (bf16); u = 0 for fp16/bf16 inputs (exact
+  products in every mode).
   The returned distance is the one computed in that precision (clamped at 0).
 """
 from __future__ import annotations
@@ -25,7 +28,7 @@ from vqfast.ops._checks import check_same_device, check_tensor
 from vqfast.ops._dispatch import resolve_backend
 
 PRECISIONS = ("ieee", "tf32", "bf16")
-_UNIT_ROUNDOFF = {"ieee": 0.0, "tf32": 2.0**-11, "bf16": 2.0**-8}
+_UNIT_ROUNDOFF = {"ieee": 2.0**-19, "tf32": 2.0**-11, "bf16": 2.0**-8}
 # Rows per reference chunk are chosen so one chunk's distance block stays under this many elements.
 _REFERENCE_CHUNK_ELEMENTS = 1 << 24
 
@@ -131,7 +134,7 @@ def nearest_code(z: torch.Tensor, codebook: torch.Tensor, *, backend: str = "aut
     if codebook.stride(1) != 1:
         codebook = codebook.contiguous()
     if codebook_sqnorm is not None:
-        codebook_sqnorm = codebook_sqnorm.detach().contiguous()
+        codebook_sqnorm = codebook_sqnorm.detach().contiguous()   # else the kernel computes ||E||^2 once
     counts = torch.zeros(codebook.shape[0], dtype=torch.float32, device=z.device) if return_counts else None
     idx, dist = nearest_code_fwd(z, codebook, precision, codebook_sqnorm, counts)
     return (idx, dist, counts) if return_counts else (idx, dist)
