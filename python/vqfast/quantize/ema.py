@@ -4,7 +4,7 @@ taming's own class raises NameError on construction (CompVis/taming-transformers
 State (buffers, never in an optimizer): embedding.weight W (K, D) ~ N(0, 1), embedding.cluster_size c = 0,
 embedding.embed_avg A = W. Training forward: pick codes with the pre-update W, then
 `vqfast.ops.ema_update_` (counts/sums EMA, Laplace smoothing, W = A / c~). Loss = beta * mean((sg(q) - z)^2).
-Under DDP the batch statistics are all-reduced in ONE (K, D+1) buffer before the EMA.
+Under DDP the batch statistics are all-reduced in ONE flat buffer (K sums rows of stride round_up(D, 16), then K counts: ops.ema_update.stats_layout) before the EMA.
 """
 from __future__ import annotations
 
@@ -74,8 +74,8 @@ class EMAVectorQuantizer(QuantizerBase):
         return self._unflatten(z_q, z), loss, (perplexity, None, self._index_shape(idx, z))
 
     def _ema_step(self, z_flat: torch.Tensor, idx: torch.Tensor) -> None:
-        """EMA update; under DDP the (K, D+1) sums+counts buffer is all-reduced once before it."""
-        def hook(stats: torch.Tensor) -> None:                      # stats: (K, D+1) fp32
+        """EMA update; under DDP the flat sums+counts buffer is all-reduced once before it."""
+        def hook(stats: torch.Tensor) -> None:                      # stats: flat fp32 (stats_layout)
             dist.all_reduce(stats)
 
         emb = self.embedding
