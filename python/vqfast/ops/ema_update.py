@@ -64,7 +64,7 @@ def _reference_stats(z: torch.Tensor, idx: torch.Tensor, K: int, deterministic: 
     N, D = z.shape
     idx = idx.long()
     stats = torch.zeros(K, D + 1, dtype=torch.float32, device=z.device)
-    stats[:, D] = torch.bincount(idx, minlength=K).float()
+    # No bincount: on CUDA it reads max(idx) on the host to size its output (a sync every step).
     if deterministic and z.is_cuda:
         # CUDA index_add_ uses float atomics; sorted fp64 prefix sums are order-fixed instead.
         sorted_idx, order = torch.sort(idx, stable=True)
@@ -72,8 +72,11 @@ def _reference_stats(z: torch.Tensor, idx: torch.Tensor, K: int, deterministic: 
         torch.cumsum(z.index_select(0, order).double(), dim=0, out=prefix[1:])
         starts = torch.searchsorted(sorted_idx, torch.arange(K + 1, device=z.device))
         stats[:, :D] = (prefix[starts[1:]] - prefix[starts[:-1]]).float()
+        stats[:, D] = (starts[1:] - starts[:-1]).float()
     else:
         stats[:, :D].index_add_(0, idx, z.float())
+        # adding exact 1.0s: the count is exact (< 2^24) in any atomic order
+        stats[:, D].index_add_(0, idx, torch.ones(N, dtype=torch.float32, device=z.device))
     return stats
 
 
@@ -83,7 +86,8 @@ def ema_update_reference_(cluster_size: torch.Tensor, embed_avg: torch.Tensor, w
                           backend: str = "auto", deterministic: bool = False, reduce_hook: ReduceHook = None,
                           check_values: bool = True) -> None:
     """Pure-PyTorch ema_update_ (taming EmbeddingEMA.cluster_size_ema_update / embed_avg_ema_update /
-    weight_update, with bincount + index_add_ instead of the N x K one-hot). Same signature."""
+    weight_update, with index_add_ sums and counts instead of the N x K one-hot; no host sync). Same
+    signature."""
     _validate(cluster_size, embed_avg, weight, z, idx, decay, eps, check_values)
     K, D = embed_avg.shape
     stats = _reference_stats(z.detach(), idx, K, deterministic)      # (K, D+1)
