@@ -20,15 +20,20 @@ def _images(b: int, size: int):
     return lambda step: x
 
 
-def vqgan(tmp, backend, name="vqgan_f16_1024"):
+def vqgan(tmp, backend, name="vqgan_f16_1024", *extra):
     from vqfast.train.families.vq.task import VQTask
 
-    cfg = load_config(name, [f"backend={backend}", f"run_dir={tmp}/run", "train.device=cpu", *_TINY_VQGAN])
+    cfg = load_config(name, [f"backend={backend}", f"run_dir={tmp}/run", "train.device=cpu", *_TINY_VQGAN, *extra])
     return VQTask(cfg, CPU), _images(2, 16)
 
 
 def emavq(tmp, backend):
-    return vqgan(tmp, backend, "emavq_f16_1024")
+    return vqgan(tmp, backend, "emavq_f16_1024", "loss.perceptual_weight=0")   # LPIPS is covered by vqgan
+
+
+def vqgan_actnorm(tmp, backend):
+    """taming's ActNorm discriminator: its data-dependent init reads `initialized` once (first forward)."""
+    return vqgan(tmp, backend, "vqgan_f16_1024", "loss.use_actnorm=true", "loss.perceptual_weight=0")
 
 
 def vqvae(tmp, backend):
@@ -127,5 +132,5 @@ def stargan(tmp, backend):
     return task, lambda step: batches[step % len(batches)]
 
 
-FAMILIES = {"vqgan": vqgan, "emavq": emavq, "vqvae": vqvae, "vqvae2": vqvae2, "quantart_stage1": quantart1,
+FAMILIES = {"vqgan": vqgan, "vqgan_actnorm": vqgan_actnorm, "emavq": emavq, "vqvae": vqvae, "vqvae2": vqvae2, "quantart_stage1": quantart1,
             "quantart_stage2": quantart2, "dinovq": dinovq, "stargan": stargan}
