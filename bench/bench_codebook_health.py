@@ -1,11 +1,12 @@
-"""codebook_health_: one Triton launch vs the reference's ~20 small torch ops (launch-bound by design)."""
+"""codebook_health_: one Triton launch (CUDA; the torch reference on CPU) against the reference's ~20 small
+torch ops and torch.compile of them (launch-bound by design); outputs checked after timing."""
 import pytest
 import torch
 
 import vqfast.ops as ops
-from benchutil import CUDA, DEVICE, needs_cuda, run
+from benchutil import CUDA, DEVICE, Baseline, compare, shapes
 
-SIZES = [1024, 16384, 65536] if CUDA else [1024]
+SIZES = shapes(target=[16384], extra=[1024, 65536], cpu=[1024], quick=[1024])
 
 
 def state(K):
@@ -14,21 +15,25 @@ def state(K):
     return counts, torch.zeros(K, dtype=torch.long, device=DEVICE), torch.full((K,), 1.0 / K, device=DEVICE)
 
 
-@pytest.mark.parametrize("K", SIZES)
-def test_codebook_health_reference(benchmark, K):
-    c, u, e = state(K)
-    run(benchmark, "codebook_health_", f"K{K}", "torch_reference",
-        lambda: ops.reference.codebook_health_(c, u, e, training=True))
+def reference(counts, steps_unused, usage_ema):
+    return ops.reference.codebook_health_(counts, steps_unused, usage_ema, training=True)
 
 
-@needs_cuda
 @pytest.mark.parametrize("K", SIZES)
-def test_codebook_health_triton(benchmark, K):
+def test_codebook_health(benchmark, K):
     c, u, e = state(K)
-    c2, u2, e2 = state(K)
-    run(benchmark, "codebook_health_", f"K{K}", "triton",
-        lambda: ops.codebook_health_(c, u, e, training=True, backend="triton"),
-        ref_fn=lambda: ops.reference.codebook_health_(c2, u2, e2, training=True), note="ref=torch ops")
-    out = ops.codebook_health_(*state(K), training=False, backend="triton")
-    ref = ops.reference.codebook_health_(*state(K), training=False)
-    torch.testing.assert_close(out, ref, atol=1e-3, rtol=1e-4)
+    start = state(K)
+    expect_state = [t.clone() for t in start]
+    expect = ops.reference.codebook_health_(*expect_state, training=True)
+
+    def check(name, run, args):
+        targets = (c, u, e) if args is None else args
+        for t, s0 in zip(targets, start, strict=True):
+            t.copy_(s0)
+        out = run()
+        torch.testing.assert_close(out, expect, atol=1e-3, rtol=1e-4, msg=name)
+        torch.testing.assert_close(list(targets), expect_state, msg=name)
+
+    base = {"torch_reference": Baseline(reference, state(K))}
+    compare(benchmark, "codebook_health_", f"K{K}", "triton" if CUDA else "torch_reference",
+            lambda: ops.codebook_health_(c, u, e, training=True), base, check=check, primary=K == SIZES[0])

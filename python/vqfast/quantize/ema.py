@@ -86,7 +86,8 @@ class EMAVectorQuantizer(QuantizerBase):
     @torch.no_grad()
     def _reset_codes(self, dead, sample):
         emb = self.embedding
-        emb.weight.copy_(torch.where(dead[:, None], sample.to(emb.weight.dtype), emb.weight))
+        w = emb.weight.data       # untracked write: see VectorQuantizer._reset_codes (dead rows are unused here)
+        w.copy_(torch.where(dead[:, None], sample.to(w.dtype), w))
         emb.embed_avg.copy_(torch.where(dead[:, None], sample, emb.embed_avg))
         emb.cluster_size.copy_(torch.where(dead, torch.ones_like(emb.cluster_size), emb.cluster_size))
 

@@ -49,7 +49,10 @@ class VectorQuantizer(QuantizerBase):
 
     @torch.no_grad()
     def _reset_codes(self, dead, sample):
-        w = self.embedding.weight
+        # Through .data: the Triton straight-through node saved this codebook for its backward, and a tracked
+        # in-place write would fail that backward. Exact: a dead code has count 0 this step, so no idx of
+        # this step points at a replaced row and the backward reads only rows that did not change.
+        w = self.embedding.weight.data
         w.copy_(torch.where(dead[:, None], sample.to(w.dtype), w))
 
     @torch.no_grad()
