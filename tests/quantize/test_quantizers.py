@@ -171,3 +171,19 @@ def test_kmeans_init_finds_the_clusters(cls):
     q2.eval()
     q2(z)                                                             # initted from the checkpoint: no re-init
     assert torch.equal(w, q2.embedding.weight)
+
+
+def test_ema_training_gradients_equal_across_backends():
+    """The EMA step rewrites the codebook in place after the lookup (ema_update_, dead-code expiry): the Triton
+    straight-through backward must still use the q of the forward, as the torch path does."""
+    from vqfast.quantize import EMAVectorQuantizer
+
+    grads = {}
+    for backend in ("torch", "triton"):
+        torch.manual_seed(0)
+        q = EMAVectorQuantizer(16, 8, beta=0.25, decay=0.5, backend=backend).train()  # a large EMA step
+        z = torch.randn(2, 8, 4, 4, requires_grad=True)
+        zq, loss, _ = q(z)
+        (zq.square().sum() + loss).backward()
+        grads[backend] = z.grad.clone()
+    torch.testing.assert_close(grads["triton"], grads["torch"])

@@ -129,8 +129,9 @@ def test_launch_counter_counts_one_launch_per_kernel_call():
     guard = SyncGuard()
     with count_launches() as launches, guard:
         idx, _ = ops.nearest_code(z, cb, backend="triton", check_values=False)
-    assert launches.total == 1 and len(launches.by_kernel) == 1
-    assert next(iter(launches.by_kernel)).startswith("nearest_code.")
+    # row norms, the (small-N split) search and its merge: each kernel counted once per call
+    assert launches.total == len(launches.by_kernel) >= 1, dict(launches.by_kernel)
+    assert all(name.startswith("nearest_code.") for name in launches.by_kernel), dict(launches.by_kernel)
     assert sum(guard.seen.values()) >= 1              # the launcher's own allocations were checked
     torch.testing.assert_close(idx, ops.reference.nearest_code(z, cb)[0])
     with count_launches() as launches:                # restored: counting starts from zero again

@@ -69,7 +69,10 @@ class _TritonFn(torch.autograd.Function):
         out_dtype = torch.promote_types(z.dtype, codebook.dtype)
         z_q, partial = vq_st_fwd(z, codebook, idx, out_dtype)
         loss = partial.sum() * ((c_commit + c_book) / z.numel())
-        ctx.save_for_backward(z, codebook, idx)
+        # A codebook without a gradient is an EMA codebook: ema_update_ (a kernel write, no version bump) and
+        # dead-code expiry change it in place right after this forward, so the backward keeps this step's copy
+        # (K×D, small) to recompute the same q as the forward used.
+        ctx.save_for_backward(z, codebook if ctx.needs_input_grad[1] else codebook.detach().clone(), idx)
         ctx.c = (c_commit, c_book)
         return z_q, loss
 
