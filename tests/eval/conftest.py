@@ -18,10 +18,13 @@ def inception_weights(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """The Inception forward on 2 shared cores: one intra-op thread avoids the oversubscription that made it 20×
-    slower here (spinning OpenMP workers); restored after each test."""
+def _one_thread():
+    """One torch intra-op thread and one BLAS thread: on the 2 shared CI cores the oversubscribed OpenMP/OpenBLAS
+    workers made the Inception forward 20× and the 2048² eigvals 10× slower; restored after each test."""
+    from threadpoolctl import threadpool_limits
+
     saved = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with threadpool_limits(1):
+        yield
     torch.set_num_threads(saved)
