@@ -164,3 +164,16 @@ def test_two_rank_gloo_equals_one_rank(run, tmp_path):
     single.update(feats)
     for a, b in zip(saved["stats"], single.mean_cov(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_taming_checkpoint_with_its_config(run, tmp_path):
+    run_dir, data = run
+    payload = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+    taming = tmp_path / "last.ckpt"
+    torch.save({"state_dict": payload["modules"]["model"], "global_step": 2}, taming)  # taming's Lightning layout
+    common = ["--data", str(data), "--metrics", "psnr,usage", "--limit", "3"]
+    assert main(["--ckpt", str(taming), "--config", str(run_dir / "config.yaml"), *common,
+                 "--out", str(tmp_path / "taming.json")]) == 0
+    assert main(["--ckpt", str(run_dir), *common, "--out", str(tmp_path / "vqfast.json")]) == 0
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("taming", "vqfast"))
+    assert a["psnr"] == b["psnr"] and a["usage"] == b["usage"]
