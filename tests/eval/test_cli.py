@@ -109,6 +109,10 @@ def test_training_eval_section_logs_val_metrics(tmp_path):
     assert len(val) == 1 and val[0]["step"] == 2
     assert {"val/psnr", "val/ssim", "val/usage", "val/perplexity"} <= set(val[0])
     assert 0 < val[0]["val/usage"] <= 1
+    from vqfast.plot import plot_run
+
+    png = plot_run(run_dir, file="metrics", keys=["val/psnr", "val/ssim", "val/usage"], out=tmp_path / "val.png")
+    assert Path(png).stat().st_size > 0
     bad = load_config("quickstart", [f"run_dir={tmp_path / 'bad'}", f"data.root={data}", *TINY,
                                      "eval.metrics=[psnr]", "train.sample_every=3", "eval.every=4",
                                      f"eval.root={held}"])
