@@ -51,14 +51,15 @@ def test_cli_end_to_end_on_a_quickstart_checkpoint(run, tmp_path, inception_weig
     run_dir, data = run
     out = tmp_path / "res" / "eval.json"
     rc = main(["--ckpt", str(run_dir), "--data", str(data), "--metrics", "rfid,psnr,ssim,lpips,usage",
-               "--inception", str(inception_weights), "--inception-sha256", "none", "--lpips-net", "alex",
+               "--inception", str(inception_weights), "--inception-sha256", "none", "--lpips-net", "vgg",
                "--lpips-backbone", "random", "--limit", "5", "--batch-size", "2", "--out", str(out)])
     assert rc == 0
     res = json.loads(out.read_text())
     assert res["images"] == 5 and res["codebook_size"] == 32 and res["size"] == 16  # every frame of the videos
     real, fake, codes = _expected(run_dir, data, 5)
-    assert res["psnr"] == pytest.approx(float(psnr(real / 255.0, fake / 255.0).mean()), rel=1e-9)
-    assert res["ssim"] == pytest.approx(float(ssim(real / 255.0, fake / 255.0).mean()), rel=1e-9)
+    # (the model runs in batches of 2 there, of 5 here: float32 convolutions may round a pixel differently)
+    assert res["psnr"] == pytest.approx(float(psnr(real / 255.0, fake / 255.0).mean()), rel=1e-4)
+    assert res["ssim"] == pytest.approx(float(ssim(real / 255.0, fake / 255.0).mean()), rel=1e-4)
     assert res["usage"] == pytest.approx(codes.unique().numel() / 32)
     assert res["rfid"] > 0 and res["lpips"] >= 0 and res["perplexity"] >= 1
     table = out.with_suffix(".md").read_text()
@@ -108,6 +109,10 @@ def test_training_eval_section_logs_val_metrics(tmp_path):
     assert len(val) == 1 and val[0]["step"] == 2
     assert {"val/psnr", "val/ssim", "val/usage", "val/perplexity"} <= set(val[0])
     assert 0 < val[0]["val/usage"] <= 1
+    from vqfast.plot import plot_run
+
+    png = plot_run(run_dir, file="metrics", keys=["val/psnr", "val/ssim", "val/usage"], out=tmp_path / "val.png")
+    assert Path(png).stat().st_size > 0
     bad = load_config("quickstart", [f"run_dir={tmp_path / 'bad'}", f"data.root={data}", *TINY,
                                      "eval.metrics=[psnr]", "train.sample_every=3", "eval.every=4",
                                      f"eval.root={held}"])
@@ -131,6 +136,7 @@ def _rank(rank, world, port, argv, feats, out):
 
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
+    torch.set_num_threads(1)
     from vqfast.eval import GaussianStats
     from vqfast.eval.__main__ import main as eval_main
 
@@ -147,17 +153,31 @@ def test_two_rank_gloo_equals_one_rank(run, tmp_path):
     import torch.multiprocessing as mp
 
     run_dir, data = run
-    argv = ["--ckpt", str(run_dir), "--data", str(data), "--metrics", "psnr,ssim,usage,lpips", "--lpips-net", "alex",
+    argv = ["--ckpt", str(run_dir), "--data", str(data), "--metrics", "psnr,ssim,usage,lpips", "--lpips-net", "vgg",
             "--lpips-backbone", "random", "--limit", "7", "--batch-size", "2"]
     feats = torch.randn(31, 5, generator=torch.Generator().manual_seed(0)) + 3
     mp.spawn(_rank, args=(2, _free_port(), argv, feats, tmp_path / "two.json"), nprocs=2, join=True)
     assert main(argv + ["--out", str(tmp_path / "one.json")]) == 0
     one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
     assert two["world_size"] == 2 and one["world_size"] == 1 and two["images"] == one["images"] == 7
-    for k in ("psnr", "ssim", "lpips", "usage", "perplexity", "entropy"):
+    for k in ("psnr", "ssim", "usage", "perplexity", "entropy"):  # float64 sums over other shards: rounding only
         assert two[k] == pytest.approx(one[k], rel=1e-9, abs=1e-12), k
+    assert two["lpips"] == pytest.approx(one["lpips"], rel=1e-6)  # float32 network on batches of other images
     saved = torch.load(str(tmp_path / "two.json") + ".stats", weights_only=False)
     single = GaussianStats(5)
     single.update(feats)
     for a, b in zip(saved["stats"], single.mean_cov(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_taming_checkpoint_with_its_config(run, tmp_path):
+    run_dir, data = run
+    payload = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+    taming = tmp_path / "last.ckpt"
+    torch.save({"state_dict": payload["modules"]["model"], "global_step": 2}, taming)  # taming's Lightning layout
+    common = ["--data", str(data), "--metrics", "psnr,usage", "--limit", "3"]
+    assert main(["--ckpt", str(taming), "--config", str(run_dir / "config.yaml"), *common,
+                 "--out", str(tmp_path / "taming.json")]) == 0
+    assert main(["--ckpt", str(run_dir), *common, "--out", str(tmp_path / "vqfast.json")]) == 0
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("taming", "vqfast"))
+    assert a["psnr"] == b["psnr"] and a["usage"] == b["usage"]

@@ -117,11 +117,10 @@ def _distributed() -> tuple[int, int, bool]:
         return 0, 1, False
     import torch.distributed as dist
 
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if not dist.is_initialized():
-        dist.init_process_group(backend)
-    if torch.cuda.is_available():
+    if torch.cuda.is_available():  # before NCCL starts: each rank on its own GPU
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return dist.get_rank(), dist.get_world_size(), True
 
 
