@@ -48,7 +48,7 @@ class VQModel(nn.Module):
     def __init__(self, ddconfig: Mapping[str, Any], n_embed: int, embed_dim: int, *, beta: float = 0.25,
                  legacy: bool = True, backend: str = "auto", ckpt_path: str | None = None,
                  ignore_keys: Sequence[str] = (), loss: nn.Module | None = None, decay: float = 0.99,
-                 eps: float = 1e-5):
+                 eps: float = 1e-5, quantizer_kwargs: Mapping[str, Any] | None = None):
         super().__init__()
         ddconfig = dict(ddconfig)
         if ddconfig.get("double_z", False):
@@ -60,7 +60,7 @@ class VQModel(nn.Module):
         self.encoder = Encoder(**ddconfig)
         self.decoder = Decoder(**ddconfig)
         self.quantize = self._build_quantizer(n_embed, embed_dim, beta=beta, legacy=legacy, backend=backend,
-                                              decay=decay, eps=eps)
+                                              decay=decay, eps=eps, **dict(quantizer_kwargs or {}))
         self.quant_conv = nn.Conv2d(ddconfig["z_channels"], embed_dim, 1)
         self.post_quant_conv = nn.Conv2d(embed_dim, ddconfig["z_channels"], 1)
         if loss is not None:
@@ -68,9 +68,11 @@ class VQModel(nn.Module):
         if ckpt_path is not None:
             self.init_from_ckpt(ckpt_path, ignore_keys=ignore_keys)
 
-    def _build_quantizer(self, n_embed, embed_dim, *, beta, legacy, backend, decay, eps) -> nn.Module:
+    def _build_quantizer(self, n_embed, embed_dim, *, beta, legacy, backend, decay, eps, **codebook) -> nn.Module:
+        """``codebook``: the quantizer's codebook-health options (restart_dead_codes, dead_code_steps,
+        kmeans_init, kmeans_iters; ``vqfast.quantize.base.QuantizerBase``)."""
         from vqfast.quantize import VectorQuantizer
-        return VectorQuantizer(n_embed, embed_dim, beta=beta, legacy=legacy, backend=backend)
+        return VectorQuantizer(n_embed, embed_dim, beta=beta, legacy=legacy, backend=backend, **codebook)
 
     # ---- checkpoints -------------------------------------------------------------------------
     def init_from_ckpt(self, path: str | os.PathLike | Mapping[str, torch.Tensor],
@@ -153,9 +155,9 @@ class EMAVQ(VQModel):
 
     quantizer_kind = "ema"
 
-    def _build_quantizer(self, n_embed, embed_dim, *, beta, legacy, backend, decay, eps) -> nn.Module:
+    def _build_quantizer(self, n_embed, embed_dim, *, beta, legacy, backend, decay, eps, **codebook) -> nn.Module:
         from vqfast.quantize import EMAVectorQuantizer
-        return EMAVectorQuantizer(n_embed, embed_dim, beta=beta, decay=decay, eps=eps, backend=backend)
+        return EMAVectorQuantizer(n_embed, embed_dim, beta=beta, decay=decay, eps=eps, backend=backend, **codebook)
 
     def ae_parameters(self) -> Iterator[nn.Parameter]:
         for module in (self.encoder, self.decoder, self.quant_conv, self.post_quant_conv):

@@ -50,10 +50,24 @@ class VQGANModelConfig:
     decay: float = bounded(0.99, ge=0, le=1)
     """EMA decay (emavq only)."""
     eps: float = bounded(1e-5, gt=0)
+    restart_dead_codes: bool = False
+    """Replace codes unused for ``dead_code_steps`` training steps by random encoder outputs of the batch
+    (vector-quantize-pytorch's ``threshold_ema_dead_code`` idea; ``vqfast.quantize.base``). taming: false."""
+    dead_code_steps: int = bounded(100, ge=1)
+    """Steps without an assignment after which a code counts as dead (logged as dead_codes; restarted if on)."""
+    kmeans_init: bool = False
+    """Initialise the codebook by k-means on the first training batch's encoder outputs (taming: false)."""
+    kmeans_iters: int = bounded(10, ge=1)
+    """Lloyd iterations of the k-means init."""
     ckpt_path: Optional[str] = None
     """taming checkpoint to initialise from (non-strict, ``ignore_keys`` prefixes dropped)."""
     ignore_keys: list[str] = field(default_factory=list)
     ddconfig: DDConfig = field(default_factory=DDConfig)
+
+    def quantizer_kwargs(self) -> dict:
+        """The codebook-health options passed to the quantizer (``VectorQuantizer`` / ``EMAVectorQuantizer``)."""
+        return dict(restart_dead_codes=self.restart_dead_codes, dead_code_steps=self.dead_code_steps,
+                    kmeans_init=self.kmeans_init, kmeans_iters=self.kmeans_iters)
 
 
 @dataclass

@@ -33,7 +33,7 @@ def build_model(m: ModelConfig, backend: str, init_state: Optional[Mapping[str, 
     if isinstance(m, VQGANModelConfig):
         cls = EMAVQ if m.type == "emavq" else VQModel
         model = cls(dict(vars(m.ddconfig)), m.n_embed, m.embed_dim, beta=m.beta, legacy=m.legacy, backend=backend,
-                    decay=m.decay, eps=m.eps)
+                    decay=m.decay, eps=m.eps, quantizer_kwargs=m.quantizer_kwargs())
         if init_state is None and m.ckpt_path is not None:
             init_state = read_taming_checkpoint(m.ckpt_path, "model.ckpt_path")
         if init_state is not None:
