@@ -4,6 +4,7 @@ restarts, steps) is the one the config ships."""
 import re
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 from vqfast.train import load_config
@@ -65,3 +66,17 @@ def test_codebook_options_reach_the_quantizer():
     q = build_model(load_config("quickstart", ["model.restart_dead_codes=false", "model.kmeans_init=false"]).model,
                     "torch").quantize
     assert not q.restart_dead_codes and not q.kmeans_init and bool(q.initted)
+
+
+def test_kmeans_init_keeps_the_codebook_of_model_ckpt_path():
+    cfg = load_config("quickstart")
+    state = build_model(cfg.model, "torch").state_dict()
+    state["quantize.embedding.weight"] = torch.randn_like(state["quantize.embedding.weight"])
+    state["quantize.initted"] = torch.tensor(False)  # as if saved before its first step
+    q = build_model(cfg.model, "torch", init_state=state).quantize.train()
+    q(torch.randn(2, cfg.model.embed_dim, 4, 4))  # the first training forward: no k-means over the checkpoint
+    torch.testing.assert_close(q.embedding.weight.detach(), state["quantize.embedding.weight"])
+    fresh = build_model(cfg.model, "torch").quantize.train()
+    before = fresh.embedding.weight.detach().clone()
+    fresh(torch.randn(2, cfg.model.embed_dim, 4, 4))
+    assert not torch.equal(fresh.embedding.weight.detach(), before)  # without a checkpoint k-means runs

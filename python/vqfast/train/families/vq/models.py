@@ -38,6 +38,10 @@ def build_model(m: ModelConfig, backend: str, init_state: Optional[Mapping[str, 
             init_state = read_taming_checkpoint(m.ckpt_path, "model.ckpt_path")
         if init_state is not None:
             load_taming_checkpoint(model, init_state, m.ignore_keys, "model.ckpt_path")
+            if m.kmeans_init and any(k.startswith("quantize.embedding.") for k in init_state):
+                model.quantize.initted.fill_(True)  # the checkpoint's codebook is kept: no k-means over it
+                model.quantize._initted = True
+                log.info("model.kmeans_init: the codebook comes from model.ckpt_path, no k-means init")
         return model
     if isinstance(m, VQVAE2ModelConfig):
         return VQVAE2(m.in_channels, m.hidden_channels, m.res_channels, m.nb_res_layers, m.nb_levels, m.embed_dim,
