@@ -213,4 +213,4 @@ def test_lr_rule_is_taming_rule_on_the_optimizer_step_batch():
     assert two.train.generator_lr(two.frames_per_step()) == pytest.approx(8e-6)
     one.train.scale_lr = False
     assert one.train.generator_lr(one.frames_per_step()) == pytest.approx(1e-6)
-    assert load_config("quickstart").train.generator_lr(1) == 5e-4  # train.lr wins
+    assert load_config("quickstart").train.generator_lr(1) == 1e-3  # train.lr wins

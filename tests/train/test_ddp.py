@@ -24,7 +24,9 @@ TINY = ["model.ddconfig.ch=16", "model.ddconfig.ch_mult=[1,2]", "model.ddconfig.
         "perceptual.backbone=random", "data.clip_len=2", "train.batch_size=4", "data.synthetic_videos=8",
         "data.synthetic_frames=4", "train.progress=false", f"train.max_steps={STEPS}", "train.log_every=1",
         "train.sample_every=100", "train.ckpt_every=100"]
-# deterministic for the equivalence: no dropout (quickstart), D never used by G nor trained within the run
+# deterministic for the equivalence: no dropout (quickstart), D never used by G nor trained within the run, and
+# none of the quickstart's batch-dependent codebook options (k-means init on, and restarts from, rank 0's batch)
+TINY += ["model.restart_dead_codes=false", "model.kmeans_init=false"]
 NO_GAN = ["loss.disc_start=1000", "loss.adaptive_weight_before_start=false"]
 FAMILIES = {"vqgan": [], "emavq": ["model.type=emavq"]}
 

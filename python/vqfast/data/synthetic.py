@@ -17,7 +17,7 @@ log = logging.getLogger("vqfast")
 def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     kind = rng.integers(3)
-    period = rng.uniform(3.0, 9.0)
+    period = rng.uniform(3.0, 9.0) * size / 32  # in units of the image: a 64² scene renders the 32² one finer
     if kind == 0:  # stripes
         angle = rng.uniform(0, np.pi)
         t = 0.5 + 0.5 * np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period)

@@ -48,7 +48,8 @@ class VQModel(nn.Module):
     def __init__(self, ddconfig: Mapping[str, Any], n_embed: int, embed_dim: int, *, beta: float = 0.25,
                  legacy: bool = True, backend: str = "auto", ckpt_path: str | None = None,
                  ignore_keys: Sequence[str] = (), loss: nn.Module | None = None, decay: float = 0.99,
-                 eps: float = 1e-5, quantizer: nn.Module | None = None):
+                 eps: float = 1e-5, quantizer: nn.Module | None = None,
+                 quantizer_kwargs: Mapping[str, Any] | None = None):
         super().__init__()
         ddconfig = dict(ddconfig)
         if ddconfig.get("double_z", False):
@@ -59,9 +60,13 @@ class VQModel(nn.Module):
         self.n_embed, self.embed_dim = int(n_embed), int(embed_dim)
         self.encoder = Encoder(**ddconfig)
         self.decoder = Decoder(**ddconfig)
-        # quantizer: any vqfast.quantize module (FSQ, LFQ, ResidualVQ, ...) taking embed_dim channels
+        # quantizer: any vqfast.quantize module (FSQ, LFQ, ResidualVQ, ...) taking embed_dim channels;
+        # quantizer_kwargs: codebook-health options of the built-in taming quantizer
+        if quantizer is not None and quantizer_kwargs:
+            raise ValueError("VQModel: give quantizer_kwargs for the built-in quantizer or a quantizer, not both")
         self.quantize = quantizer if quantizer is not None else self._build_quantizer(
-            n_embed, embed_dim, beta=beta, legacy=legacy, backend=backend, decay=decay, eps=eps)
+            n_embed, embed_dim, beta=beta, legacy=legacy, backend=backend, decay=decay, eps=eps,
+            **dict(quantizer_kwargs or {}))
         if quantizer is not None:
             self.n_embed = int(getattr(quantizer, "codebook_size", n_embed))
         self.quant_conv = nn.Conv2d(ddconfig["z_channels"], embed_dim, 1)
@@ -71,9 +76,11 @@ class VQModel(nn.Module):
         if ckpt_path is not None:
             self.init_from_ckpt(ckpt_path, ignore_keys=ignore_keys)
 
-    def _build_quantizer(self, n_embed, embed_dim, *, beta, legacy, backend, decay, eps) -> nn.Module:
+    def _build_quantizer(self, n_embed, embed_dim, *, beta, legacy, backend, decay, eps, **codebook) -> nn.Module:
+        """``codebook``: the quantizer's codebook-health options (restart_dead_codes, dead_code_steps,
+        kmeans_init, kmeans_iters; ``vqfast.quantize.base.QuantizerBase``)."""
         from vqfast.quantize import VectorQuantizer
-        return VectorQuantizer(n_embed, embed_dim, beta=beta, legacy=legacy, backend=backend)
+        return VectorQuantizer(n_embed, embed_dim, beta=beta, legacy=legacy, backend=backend, **codebook)
 
     # ---- checkpoints -------------------------------------------------------------------------
     def init_from_ckpt(self, path: str | os.PathLike | Mapping[str, torch.Tensor],
@@ -157,9 +164,9 @@ class EMAVQ(VQModel):
 
     quantizer_kind = "ema"
 
-    def _build_quantizer(self, n_embed, embed_dim, *, beta, legacy, backend, decay, eps) -> nn.Module:
+    def _build_quantizer(self, n_embed, embed_dim, *, beta, legacy, backend, decay, eps, **codebook) -> nn.Module:
         from vqfast.quantize import EMAVectorQuantizer
-        return EMAVectorQuantizer(n_embed, embed_dim, beta=beta, decay=decay, eps=eps, backend=backend)
+        return EMAVectorQuantizer(n_embed, embed_dim, beta=beta, decay=decay, eps=eps, backend=backend, **codebook)
 
     def ae_parameters(self) -> Iterator[nn.Parameter]:
         for module in (self.encoder, self.decoder, self.quant_conv, self.post_quant_conv):

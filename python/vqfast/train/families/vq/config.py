@@ -9,6 +9,7 @@ Values that must agree are derived, not repeated: ``ddconfig.resolution`` / ``re
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal, Optional, Union
 
@@ -164,6 +165,15 @@ class VQGANModelConfig:
     decay: float = bounded(0.99, ge=0, le=1)
     """EMA decay (emavq only)."""
     eps: float = bounded(1e-5, gt=0)
+    restart_dead_codes: bool = False
+    """Replace codes unused for ``dead_code_steps`` training steps by random encoder outputs of the batch
+    (vector-quantize-pytorch's ``threshold_ema_dead_code`` idea; ``vqfast.quantize.base``). taming: false."""
+    dead_code_steps: int = bounded(100, ge=1)
+    """Steps without an assignment after which a code counts as dead (logged as dead_codes; restarted if on)."""
+    kmeans_init: bool = False
+    """Initialise the codebook by k-means on the first training batch's encoder outputs (taming: false)."""
+    kmeans_iters: int = bounded(10, ge=1)
+    """Lloyd iterations of the k-means init."""
     ckpt_path: Optional[str] = None
     """taming checkpoint to initialise from (non-strict, ``ignore_keys`` prefixes dropped)."""
     remap: Optional[str] = None
@@ -180,13 +190,22 @@ class VQGANModelConfig:
         q = self.quantizer
         if q is None:
             return
-        problems((self.type == "vqgan", f"model.quantizer.type={q.type!r} needs model.type=vqgan (model.type="
+        defaults = {f.name: f.default for f in dataclasses.fields(self) if f.name in self.quantizer_kwargs()}
+        moved = [k for k, v in self.quantizer_kwargs().items() if v != defaults[k]]
+        problems((not moved, f"model.{', model.'.join(moved)}: these configure the built-in taming quantizer; with "
+                             f"model.quantizer set, give them under model.quantizer (where its type reads them)"),
+                 (self.type == "vqgan", f"model.quantizer.type={q.type!r} needs model.type=vqgan (model.type="
                                         f"{self.type!r} fixes taming's EMA quantizer; use quantizer.type ema)"),
                  (q.type not in IMPLICIT_QUANTIZERS or self.n_embed == 1024,
                   f"model.n_embed={self.n_embed}: model.quantizer.type={q.type!r} has an implicit codebook whose "
                   "size its own keys decide; leave model.n_embed unset"),
                  (q.type != "bsq" or self.embed_dim <= 62,
                   f"model.embed_dim={self.embed_dim}: BSQ indices need <= 62 bits"))
+
+    def quantizer_kwargs(self) -> dict:
+        """The codebook-health options passed to the quantizer (``VectorQuantizer`` / ``EMAVectorQuantizer``)."""
+        return dict(restart_dead_codes=self.restart_dead_codes, dead_code_steps=self.dead_code_steps,
+                    kmeans_init=self.kmeans_init, kmeans_iters=self.kmeans_iters)
 
 
 @dataclass

@@ -35,7 +35,8 @@ def build_model(m: ModelConfig, backend: str, init_state: Optional[Mapping[str, 
         cls = EMAVQ if m.type == "emavq" else VQModel
         quantizer = build_quantizer(m, backend) if m.quantizer is not None else None
         model = cls(dict(vars(m.ddconfig)), m.n_embed, m.embed_dim, beta=m.beta, legacy=m.legacy, backend=backend,
-                    decay=m.decay, eps=m.eps, quantizer=quantizer)
+                    decay=m.decay, eps=m.eps, quantizer=quantizer,
+                    quantizer_kwargs=m.quantizer_kwargs() if m.quantizer is None else None)
         if m.remap is not None:  # before the checkpoint: a taming checkpoint trained with remap holds `used`
             from vqfast.quantize.remap import load_used
             if not hasattr(model.quantize, "set_remap"):
@@ -46,6 +47,10 @@ def build_model(m: ModelConfig, backend: str, init_state: Optional[Mapping[str, 
             init_state = read_taming_checkpoint(m.ckpt_path, "model.ckpt_path")
         if init_state is not None:
             load_taming_checkpoint(model, init_state, m.ignore_keys, "model.ckpt_path")
+            if m.kmeans_init and any(k.startswith("quantize.embedding.") for k in init_state):
+                model.quantize.initted.fill_(True)  # the checkpoint's codebook is kept: no k-means over it
+                model.quantize._initted = True
+                log.info("model.kmeans_init: the codebook comes from model.ckpt_path, no k-means init")
         return model
     if isinstance(m, VQVAE2ModelConfig):
         return VQVAE2(m.in_channels, m.hidden_channels, m.res_channels, m.nb_res_layers, m.nb_levels, m.embed_dim,
