@@ -48,7 +48,7 @@ def test_dispatch_limits():
     z, E = torch.randn(3, 4, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64)
     idx = (z @ E.t()).argmax(1)
     if triton_runnable():
-        with pytest.raises(InputError, match="fp32 with D <= 256"):
+        with pytest.raises(InputError, match="fp32 with D <= 128"):
             ib.ibq_soft(z, E, idx, backend="triton")
     with pytest.raises(InputError):
         ib.ibq_soft(z.float(), E, idx)                                 # mixed dtypes

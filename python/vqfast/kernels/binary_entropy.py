@@ -114,10 +114,16 @@ def _be_bwd_kernel(
     tl.store(dl_ptr + rn[:, None] * d + h + rb[None, :], dlo, mask=mn[:, None] & (rb < lo)[None, :])
 
 
+BWD_WARPS, BWD_BLOCK_N = 8, 16
+"""The backward holds both halves' gradient tiles: 16 rows × 8 warps keep it unspilled on sm_80 (32 rows × 4
+warps spilled 24 B; python -m vqfast.tools.compile_report --kernel _be_)."""
+
+
 def _blocks(KH: int, KL: int):
     if _INTERPRET:
         return 16, 16, 16
-    return 64, min(64, max(16, KH)), min(64, max(16, KL))
+    # 32×32 probability tiles: 64×64 spilled on sm_90a/sm_80 (python -m vqfast.tools.compile_report --kernel _be_)
+    return 32, min(32, max(16, KH)), min(32, max(16, KL))
 
 
 def be_fwd(L: torch.Tensor) -> torch.Tensor:
@@ -140,7 +146,8 @@ def be_bwd(L: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     lo = d - h
     KH, KL = 1 << h, 1 << lo
     bn, bh, bl = _blocks(KH, KL)
+    bn = min(bn, BWD_BLOCK_N)
     dL = torch.empty_like(L)
     _be_bwd_kernel[(triton.cdiv(N, bn),)](L, W, dL, N, d, h, lo, KH, KL, BLOCK_N=bn, BH=bh, BL=bl, HB=16,
-                                          num_warps=4)
+                                          num_warps=BWD_WARPS)
     return dL

@@ -6,7 +6,7 @@ Matches `vqfast.ops.reference`'s eager SEED-Voken formula (ops/ibq_soft.py ibq_s
               dz = dS E          (_ibq_bwd_dz_kernel: one program per BLOCK_N rows, walks the codebook)
               dE = dS^T z        (_ibq_bwd_de_kernel: one program per BLOCK_K codes, walks the rows)
               (+ hard^T g, added by the caller with index_add_)
-Never materialises N x K: extra memory O(N D + K D). Limits: fp32 inputs, D <= 256 (the z / O tiles stay
+Never materialises N x K: extra memory O(N D + K D). Limits: fp32 inputs, D <= 128 (the z / O tiles stay
 in registers: BLOCK_D = next_power_of_2(D)), any N, K >= 1. Products in fp32 (input_precision="ieee"),
 accumulation fp32. Two backward kernels instead of atomics keep the result deterministic.
 """
@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-MAX_D = 256
+MAX_D = 128  # D = 256 spilled in the backward (python -m vqfast.tools.compile_report --kernel _ibq_)
 
 
 @triton.jit
@@ -122,7 +122,9 @@ def _blocks(D: int):
     bd = max(16, triton.next_power_of_2(D))
     if _INTERPRET:
         return 16, 16, bd, 1
-    return (64, 64, bd, 4) if bd <= 64 else (32, 64, bd, 8)
+    # tiles sized so no launch spills (python -m vqfast.tools.compile_report --kernel _ibq_): the backward keeps
+    # an (BK, D) accumulator and (BN, D) operand tiles live at once
+    return (32, 32, bd, 8) if bd <= 64 else (16, 16, bd, 8)
 
 
 def ibq_fwd(z: torch.Tensor, e: torch.Tensor):

@@ -8,10 +8,10 @@ whose value is E[idx] and whose gradient, for g = dL/dz_q, is
 That is attention with the codebook as keys and values: the forward keeps an online softmax (running max,
 normaliser, O) over codebook tiles, the backward recomputes each tile's probabilities from the saved
 log-normaliser. Saved: z, E, idx, O (N, D), lse (N,). Extra memory O(N D + K D + tile).
-Two implementations: the Triton kernels (vqfast.kernels.ibq_soft: fp32, D <= 256) and a streamed torch path
+Two implementations: the Triton kernels (vqfast.kernels.ibq_soft: fp32, D <= 128) and a streamed torch path
 (tiles of rows x codes bounded by _TILE_ELEMENTS, cuBLAS matmuls; any D, fp32/fp64).
 Dispatch: backend='triton' -> the kernels (InputError outside their limits); 'auto' -> the kernels on CUDA
-for fp32 with D <= 256, otherwise the streamed torch path; 'torch' -> the streamed torch path.
+for fp32 with D <= 128, otherwise the streamed torch path; 'torch' -> the streamed torch path.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from vqfast.ops._checks import check_same_device, check_tensor
 from vqfast.ops._dispatch import check_backend_name, resolve_backend
 
 _TILE_ELEMENTS = 1 << 22
-MAX_D = 256                       # vqfast.kernels.ibq_soft.MAX_D (not imported: kernels load lazily)
+MAX_D = 128                       # vqfast.kernels.ibq_soft.MAX_D (not imported: kernels load lazily)
 _DTYPES = (torch.float32, torch.float64)
 
 

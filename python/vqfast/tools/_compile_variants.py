@@ -140,8 +140,47 @@ def codebook_health_variants() -> list[Variant]:
     return out
 
 
+def binary_entropy_variants() -> list[Variant]:
+    from vqfast.kernels import binary_entropy as be
+
+    out = []
+    for N, d in ((65536, 18), (65536, 10)):  # LFQ/BSQ at 2^18 codes (the issue's target) and a 2^10 codebook
+        h = (d + 1) // 2
+        lo = d - h
+        KH, KL = 1 << h, 1 << lo
+        bn, bh, bl = be._blocks(KH, KL)
+        const = dict(BLOCK_N=bn, BH=bh, BL=bl, HB=16)
+        cfg = f"{bn}/{bh}/{bl}/w4"
+        out.append(Variant("_be_fwd_kernel", be.__name__, f"d{d}",
+                           dict(l_ptr="*fp32", a_ptr="*fp32", N=N, d=d, h=h, lo=lo, KH=KH, KL=KL, inv_n=1.0 / N),
+                           const, 4, 3, cfg))
+        out.append(Variant("_be_bwd_kernel", be.__name__, f"d{d}",
+                           dict(l_ptr="*fp32", w_ptr="*fp32", dl_ptr="*fp32", N=N, d=d, h=h, lo=lo, KH=KH, KL=KL),
+                           dict(const, BLOCK_N=min(bn, be.BWD_BLOCK_N)), be.BWD_WARPS, 3,
+                           f"{min(bn, be.BWD_BLOCK_N)}/{bh}/{bl}/w{be.BWD_WARPS}"))
+    return out
+
+
+def ibq_soft_variants() -> list[Variant]:
+    from vqfast.kernels import ibq_soft as ibq
+
+    out = []
+    for N, K, D in ((8192, 262144, 64), (8192, 262144, 128)):  # IBQ's soft path at 2^18 codes (D <= MAX_D)
+        bn, bk, bd, w = ibq._blocks(D)
+        const, cfg = dict(BLOCK_N=bn, BLOCK_K=bk, BLOCK_D=bd), f"{bn}/{bk}/{bd}/w{w}"
+        out.append(Variant("_ibq_fwd_kernel", ibq.__name__, f"D{D}",
+                           dict(z_ptr="*fp32", e_ptr="*fp32", o_ptr="*fp32", lse_ptr="*fp32", N=N, K=K, D=D),
+                           const, w, 3, cfg))
+        grads = dict(z_ptr="*fp32", e_ptr="*fp32", g_ptr="*fp32", lse_ptr="*fp32", dv_ptr="*fp32")
+        out.append(Variant("_ibq_bwd_dz_kernel", ibq.__name__, f"D{D}", dict(grads, dz_ptr="*fp32", N=N, K=K, D=D),
+                           const, w, 3, cfg))
+        out.append(Variant("_ibq_bwd_de_kernel", ibq.__name__, f"D{D}", dict(grads, de_ptr="*fp32", N=N, K=K, D=D),
+                           const, w, 3, cfg))
+    return out
+
+
 def all_variants() -> list[Variant]:
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         raise CompileReportError("unset TRITON_INTERPRET: the kernels' shipped configs are not the interpreter's")
     return (nearest_code_variants() + ema_variants() + vq_st_variants() + channel_stats_variants()
-            + codebook_health_variants())
+            + codebook_health_variants() + binary_entropy_variants() + ibq_soft_variants())

@@ -252,10 +252,16 @@ class TaskBase:
         self.save_grid(run_dir, step, writer, x, recon)
         values = torch.stack([psnr(x, recon, d.mean, d.std), (x - recon).abs().mean()]).tolist()
         out = {"val/psnr": values[0], "val/rec_loss": values[1]}
+        out.update(self.eval_scalars(step))
+        return out
+
+    def eval_scalars(self, step: int) -> dict[str, float]:
+        """The ``eval:`` section's metrics when this sample step is one of its steps, else nothing; a family
+        that overrides ``sample`` adds these to its scalars."""
         ec = getattr(self.cfg, "eval", None)
         if self._eval_paths is not None and (step % ec.every == 0 or step == self.cfg.train.max_steps):
-            out.update(self.evaluate())
-        return out
+            return self.evaluate()
+        return {}
 
     def evaluate(self) -> dict[str, float]:
         """``vqfast.eval`` over the ``eval:`` held-out folder (this rank's process only) → ``val/<metric>``."""

@@ -211,5 +211,6 @@ class VQTask(TaskBase):
         logs["val/psnr"] = psnr(x, recon, d.mean, d.std)
         self.save_grid(run_dir, step, writer, x, recon)
         keys = list(logs)
-        return dict(zip(keys, torch.stack([logs[k].detach().float().reshape(()) for k in keys]).tolist(),
-                        strict=True))
+        out = dict(zip(keys, torch.stack([logs[k].detach().float().reshape(()) for k in keys]).tolist(), strict=True))
+        out.update(self.eval_scalars(step))  # the eval: section (vqfast.eval), when this is one of its steps
+        return out
