@@ -15,6 +15,7 @@ from torch import nn
 
 from vqfast.errors import InputError
 from vqfast.quantize._implicit import ImplicitCodebookBase, code_counts
+from vqfast.quantize._residual import ResidualOutputs
 from vqfast.quantize.base import Layout, QuantizerBase
 
 
@@ -111,7 +112,7 @@ class FSQ(ImplicitCodebookBase):
         return self._unflatten(out, z), loss, (self._last_metrics["perplexity"], None, self._index_shape(idx, z))
 
 
-class ResidualFSQ(QuantizerBase):
+class ResidualFSQ(ResidualOutputs, QuantizerBase):
     """vector-quantize-pytorch ResidualFSQ: num_quantizers FSQ layers (preserve_symmetry) on the residual,
     layer i at scale levels^-i; quantize dropout keeps the first r+1 layers, r drawn per step in
     [quantize_dropout_cutoff_index, num_quantizers) from a step-seeded generator (identical on every DDP
@@ -183,17 +184,7 @@ class ResidualFSQ(QuantizerBase):
         self._update_health(code_counts(idx[:, 0], self.n_embed, self.sync_ddp and self.training), self.training)
         out = self.project_out(out.to(z_flat.dtype))
         loss = torch.zeros((), dtype=torch.float32, device=z.device)
-        if self.sane_index_shape:
-            lead = (z.shape[0], *z.shape[2:]) if self.layout == "channels_first" else z.shape[:-1]
-            idx = idx.view(*lead, self.num_quantizers)
-        return self._unflatten(out, z), loss, (self._last_metrics["perplexity"], None, idx)
-
-    def codebook_metrics(self) -> dict[str, torch.Tensor]:
-        """Stage-0 health under the plain names; every stage under ``stage<i>/<name>``."""
-        out = dict(self._last_metrics)
-        for i, layer in enumerate(self.layers):
-            out.update({f"stage{i}/{k}": v for k, v in layer.codebook_metrics().items()})
-        return out
+        return self._residual_return(out, z, loss, idx)
 
     def get_codebook_entry(self, indices: torch.Tensor, shape=None) -> torch.Tensor:
         """indices (..., Q) (-1 = dropped) -> the summed, scaled codes, projected out."""

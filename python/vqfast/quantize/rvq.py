@@ -25,12 +25,13 @@ from torch import nn
 from vqfast.errors import InputError
 from vqfast.ops import vq_straight_through
 from vqfast.quantize._implicit import code_counts, rotate_to
+from vqfast.quantize._residual import ResidualOutputs
 from vqfast.quantize.base import Layout, QuantizerBase
 from vqfast.quantize.ema import EMAVectorQuantizer
 from vqfast.quantize.vq import VectorQuantizer
 
 
-class ResidualVQ(QuantizerBase):
+class ResidualVQ(ResidualOutputs, QuantizerBase):
     def __init__(self, num_quantizers: int, codebook_size: int, dim: int, *, shared_codebook: bool = False,
                  quantize_dropout: bool = False, quantize_dropout_cutoff_index: int = 0,
                  quantize_dropout_multiple_of: int = 1, ema_update: bool = True, decay: float = 0.8,
@@ -141,16 +142,7 @@ class ResidualVQ(QuantizerBase):
             all_idx.append(idx)
         idx = torch.stack(all_idx, dim=-1)                                   # (N, Q)
         self._last_metrics = dict(self.stage(0).codebook_metrics())
-        if self.sane_index_shape:
-            lead = (z.shape[0], *z.shape[2:]) if self.layout == "channels_first" else z.shape[:-1]
-            idx = idx.view(*lead, self.num_quantizers)
-        return self._unflatten(out, z), loss, (self._last_metrics["perplexity"], None, idx)
-
-    def codebook_metrics(self) -> dict[str, torch.Tensor]:
-        out = dict(self._last_metrics)
-        for i, layer in enumerate(self.layers):
-            out.update({f"stage{i}/{k}": v for k, v in layer.codebook_metrics().items()})
-        return out
+        return self._residual_return(out, z, loss, idx)
 
     def get_codebook_entry(self, indices: torch.Tensor, shape=None) -> torch.Tensor:
         """indices (..., Q) (-1 = dropped) -> sum of the stages' codes."""
