@@ -114,6 +114,19 @@ def add_logs(into: Logs, part: Logs, parts: int) -> None:
 
 
 @contextlib.contextmanager
+def eval_mode(*modules: torch.nn.Module):
+    """The modules in eval mode inside the block; each gets its own previous train/eval mode back after."""
+    was = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, w in zip(modules, was, strict=True):
+            m.train(w)
+
+
+@contextlib.contextmanager
 def swap_attr(owner, name: str, value):
     """Temporarily set owner.name = value (no-op when value is None), e.g. a DDP-wrapped discriminator for
     the D step only, so the frozen G-step call stays unwrapped."""
@@ -311,11 +324,6 @@ class TaskBase:
     @torch.no_grad()
     def eval_forward(self, fn: Callable[[], torch.Tensor], module: torch.nn.Module) -> torch.Tensor:
         """``fn()`` with ``module`` in eval mode (restored after) and no graph, as float32."""
-        was = module.training
-        module.eval()
-        try:
-            with self.autocast():
-                out = fn()
-        finally:
-            module.train(was)
+        with eval_mode(module), self.autocast():
+            out = fn()
         return out.float()

@@ -30,7 +30,7 @@ from vqfast.data.unpaired import ImageStream, make_paintings
 from vqfast.losses.quantart import Stage2Loss
 from vqfast.train.engine import optim
 from vqfast.train.engine.samples import grid, save_png
-from vqfast.train.engine.task import CodeUsage, Logs, TaskBase, swap_attr
+from vqfast.train.engine.task import CodeUsage, Logs, TaskBase, eval_mode, swap_attr
 from vqfast.train.families.quantart.config import Stage2Config, Stage2LossConfig
 from vqfast.train.families.quantart.models import build_stage1_model, build_stage2_model, load_stage2_discriminator
 from vqfast.train.families.vq.task import VQTask
@@ -184,16 +184,11 @@ class QuantArtStage2Task(TaskBase):
         style loss, total) and a content | style | stylised PNG grid."""
         x, d = self.heldout(), self.cfg.data
         style = self._styles_for(x.shape[0])
-        was = self.model.training
-        self.model.eval()
-        try:
-            with self.autocast():
-                quant_x, quant_y, quant_ref, diff, _, _ = self.model.transfer(x, style)
-                _, _, part = self.loss.generator_loss(diff.float(), quant_ref.float(), quant_y.float(),
-                                                      quant_x.float(), step, split="val")
-                out = self.model.decode(quant_y).float()
-        finally:
-            self.model.train(was)
+        with eval_mode(self.model), self.autocast():
+            quant_x, quant_y, quant_ref, diff, _, _ = self.model.transfer(x, style)
+            _, _, part = self.loss.generator_loss(diff.float(), quant_ref.float(), quant_y.float(),
+                                                  quant_x.float(), step, split="val")
+            out = self.model.decode(quant_y).float()
         image = grid(x, style, out, mean=d.mean, std=d.std)
         save_png(image, Path(run_dir) / "samples" / f"step_{step:08d}.png")
         if writer is not None:

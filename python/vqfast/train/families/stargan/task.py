@@ -40,7 +40,7 @@ from vqfast.losses import stargan as losses
 from vqfast.models.stargan import ORIGINAL_NETS, LatentStarGAN, convert_original_state_dict
 from vqfast.train.engine.optim import LRFactor
 from vqfast.train.engine.samples import save_png, tile_rows
-from vqfast.train.engine.task import Logs, TaskBase
+from vqfast.train.engine.task import Logs, TaskBase, eval_mode
 from vqfast.train.families.stargan.config import StarGANConfig, StarGANModelConfig
 from vqfast.train.families.stargan.samples import SampleRenderer
 
@@ -453,9 +453,7 @@ class StarGANLatentTask(TaskBase):
         content = self.heldout()                                                  # (k, C, H, W) scaled
         k = content.shape[0]
         g = torch.Generator().manual_seed(vis.random_noise_seed)
-        was = self.nets.training
-        self.nets.eval()
-        try:
+        with eval_mode(self.nets):
             rows = [self.renderer(content)]
             for d in range(self.cfg.model.num_domains):
                 y = torch.full((k,), d, dtype=torch.long)
@@ -464,8 +462,6 @@ class StarGANLatentTask(TaskBase):
                 z = torch.randn(k, self.cfg.model.latent_dim, generator=g).to(self.device)
                 rows += [self.renderer(x_ref), self.renderer(self.translate(content, y, x_ref=x_ref)),
                          self.renderer(self.translate(content, y, z=z))]
-        finally:
-            self.nets.train(was)
         image = tile_rows(rows)
         save_png(image, Path(run_dir) / "samples" / f"step_{step:08d}.png")
         if writer is not None:

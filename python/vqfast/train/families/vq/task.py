@@ -26,7 +26,7 @@ import torch
 from vqfast.losses import MSEVQLoss, PipelineGANLoss, VQLPIPSWithDiscriminator
 from vqfast.train.engine import optim
 from vqfast.train.engine.samples import psnr
-from vqfast.train.engine.task import CodeUsage, Logs, TaskBase, swap_attr
+from vqfast.train.engine.task import CodeUsage, Logs, TaskBase, eval_mode, swap_attr
 from vqfast.train.families.vq.config import PipelineGANLossConfig, VQConfig, VQLPIPSLossConfig
 from vqfast.train.families.vq.models import build_model, load_taming_discriminator, read_taming_checkpoint
 from vqfast.train.families.vq.pipeline import link_file_lists, load_pipeline_checkpoint, wandb_sinks
@@ -183,24 +183,16 @@ class VQTask(TaskBase):
         """taming ``VQModel.validation_step`` on the held-out batch: the loss's generator and discriminator
         terms with split "val" (``val/rec_loss`` = mean |x - x̂| + w_p·LPIPS, ``val/aeloss``, ``val/discloss``,
         ...), model and loss in eval mode, no graph (so, as in taming, ``val/d_weight`` is 0)."""
-        modules = (self.model, self.loss)
-        was = [m.training for m in modules]
-        for m in modules:
-            m.eval()
-        try:
-            with torch.no_grad(), self.autocast():
-                vq_loss, recon, _, _ = self.model.vq_forward(x)
-                recon = recon.float()
-                if self.discriminator is None:
-                    loss, logs = self.loss(vq_loss, x, recon, split="val")
-                else:
-                    loss, logs = self.loss.generator_loss(vq_loss, x, recon, step, last_layer=None, split="val")
-                    d_loss, d_logs = self.loss.discriminator_loss(x, recon, step, split="val")
-                    logs.update(d_logs)
-                    logs["val/discloss"] = d_loss
-        finally:
-            for m, w in zip(modules, was, strict=True):
-                m.train(w)
+        with eval_mode(self.model, self.loss), torch.no_grad(), self.autocast():
+            vq_loss, recon, _, _ = self.model.vq_forward(x)
+            recon = recon.float()
+            if self.discriminator is None:
+                loss, logs = self.loss(vq_loss, x, recon, split="val")
+            else:
+                loss, logs = self.loss.generator_loss(vq_loss, x, recon, step, last_layer=None, split="val")
+                d_loss, d_logs = self.loss.discriminator_loss(x, recon, step, split="val")
+                logs.update(d_logs)
+                logs["val/discloss"] = d_loss
         logs["val/aeloss"] = loss
         return recon, logs
 
