@@ -222,3 +222,18 @@ def test_quantart_stage1_yaml_with_its_keys_is_the_quantart_family(tmp_path):
     path.write_text(yaml.safe_dump(raw))
     assert main(["--config", str(path), "--set", f"run_dir={run}", "train.max_steps=2", "perceptual.backbone=random",
                  "train.progress=false"]) == 0
+
+
+def test_taming_dataset_sizes_must_agree_and_random_crop_is_refused(tmp_path):
+    import yaml
+
+    from vqfast.errors import ConfigError
+
+    path, *_ = _custom_vqgan_yaml(tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    raw["data"]["params"]["validation"]["params"]["size"] = 32
+    raw["data"]["params"]["train"]["params"]["random_crop"] = True
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="size=32 differs from the other split's 16") as info:
+        load_config(path)
+    assert "random_crop: vqfast crops the centre" in str(info.value)

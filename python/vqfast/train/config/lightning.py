@@ -193,6 +193,20 @@ def translate_data(lc: LightningConfig, out: dict, datasets: dict[str, Callable[
         fn(split_name, dict(params), out)
 
 
+def take_size(split_name: str, params: dict, data: dict, errors: list[str]) -> None:
+    """A dataset's ``size`` → ``data.size`` (one size for every split) and its ``random_crop`` refused: taming's
+    ``ImagePaths`` scale the short side to ``size`` and crop the centre unless random_crop, as vqfast's loaders
+    do without it."""
+    size = params.pop("size", None)
+    if size is not None:
+        if data.get("size", size) != size:
+            errors.append(f"data.params.{split_name}.params.size={size} differs from the other split's "
+                          f"{data['size']}: vqfast trains and validates at one data.size")
+        data["size"] = size
+    if params.pop("random_crop", False):
+        errors.append(f"data.params.{split_name}.params.random_crop: vqfast crops the centre")
+
+
 def finish(lc: LightningConfig, out: dict[str, Any]) -> dict[str, Any]:
     """Raise the collected errors as one ConfigError; warn once about what was read but not honoured."""
     leftover = sorted(lc.params)

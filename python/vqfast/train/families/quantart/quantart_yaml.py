@@ -104,14 +104,7 @@ def _unpaired(split_name: str, params: dict, out: dict, errors: list[str]) -> No
         data["root"], model["style_root"] = content, style
     else:
         data["val_root"], model["val_style_root"] = content, style
-    size = params.pop("size", None)
-    if size is not None:
-        if data.get("size", size) != size:
-            errors.append(f"data.params.{split_name}.params.size={size} differs from the other split's "
-                          f"{data['size']}")
-        data["size"] = size
-    if params.pop("random_crop", False):
-        errors.append(f"data.params.{split_name}.params.random_crop: vqfast crops the centre")
+    lightning.take_size(split_name, params, data, errors)
     for key in sorted(k for k, v in params.items() if v is not None):
         errors.append(f"data.params.{split_name}.params.{key}: not read by vqfast (give image folders as "
                       "folder1/folder2)")

@@ -81,14 +81,7 @@ def custom_dataset(split_name: str, params: dict, out: dict, errors: list[str]) 
         pass  # taming's test split is not used in training (main.py fits on train, validates on validation)
     else:
         data["train_list" if split_name == "train" else "val_list"] = str(listed)
-    size = params.pop("size", None)
-    if size is not None:
-        if data.get("size", size) != size:
-            errors.append(f"data.params.{split_name}.params.size={size} differs from the other split's "
-                          f"{data['size']}: vqfast trains and validates at one data.size")
-        data["size"] = size
-    if params.pop("random_crop", False):
-        errors.append(f"data.params.{split_name}.params.random_crop: vqfast crops the centre")
+    lightning.take_size(split_name, params, data, errors)
     for k in sorted(params):
         errors.append(f"data.params.{split_name}.params.{k}: unknown key of taming's Custom dataset")
 
